@@ -1,0 +1,10 @@
+"""The mailarchive.cluster worker's archive store.
+
+Postfix on the worker accepts mail and delivers it into a Maildir spool;
+the store ingests from there, keeps every message byte for byte (zstd,
+then AES-256-GCM), indexes it in SQLite/FTS5 and serves a read-only API.
+"""
+
+__version__ = "0.1.0"
+# A license's max_release must not be older than this date (YYYYMMDD).
+RELEASE_DATE = "20261101"

@@ -1,0 +1,272 @@
+"""python3 -m archive_store <command>: the store's command line."""
+
+import argparse
+import email.utils
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from archive_store import __version__, config as configuration, crypto, license as licensing, retention
+from archive_store.errors import StoreError
+
+log = logging.getLogger("archive_store")
+
+
+def _store(args, readonly=False):
+    from archive_store.store import Store
+
+    return Store(configuration.load(args.config), readonly=readonly)
+
+
+def cmd_serve(args) -> int:
+    from archive_store.api import ApiServer, read_token
+    from archive_store.service import Ingestor
+
+    conf = configuration.load(args.config)
+    store = _store(args)
+    ingestor = Ingestor(conf, store)
+    ingestor.check_license(force=True)
+    api_store = _store(args, readonly=True)
+    server = ApiServer(conf.api_address(), api_store, read_token(conf.api_token_file), ingestor.status)
+    stop = threading.Event()
+
+    def shutdown(signum, frame):
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    worker = threading.Thread(target=ingestor.run, args=(stop,), name="ingest")
+    worker.start()
+    log.info("archive-store %s serving: server_id=%d spool=%s api=%s", __version__, conf.server_id, conf.spool_dir, conf.api_listen)
+    server.serve_forever()
+    stop.set()
+    worker.join()
+    return 0
+
+
+def cmd_drain(args) -> int:
+    from archive_store.service import Ingestor
+
+    conf = configuration.load(args.config)
+    ingestor = Ingestor(conf, _store(args))
+    if not ingestor.check_license(force=True, report=False):
+        print(f"archive_store: {ingestor.license_error}", file=sys.stderr)
+        return 3
+    count = ingestor.drain()
+    print(f"drained {count} spool files")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    """Store files as they are (no transit headers to strip): for imports."""
+    from archive_store.spool import Arrival
+
+    store = _store(args)
+    conf = store.config
+    licensing.load(conf.license_file, conf.server_id, conf.hostname)
+    for path in args.files:
+        data = Path(path).read_bytes()
+        name = f"import:{os.path.abspath(path)}:{os.stat(path).st_mtime_ns}"
+        for outcome in store.ingest([Arrival(raw=data, spool_name=name)]):
+            print(outcome.log_line())
+    return 0
+
+
+def cmd_search(args) -> int:
+    store = _store(args, readonly=True)
+    for row in store.index.search(" ".join(args.query), limit=args.limit):
+        if args.json:
+            print(json.dumps(row, sort_keys=True))
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["date"] or row["arrived"]))
+            print(f"{row['id']}  {when}  {row['hdr_from'][:40]:40}  {row['subject'][:60]}")
+    return 0
+
+
+def cmd_get(args) -> int:
+    store = _store(args, readonly=True)
+    sys.stdout.buffer.write(store.get_raw(args.id))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_verify(args) -> int:
+    store = _store(args, readonly=True)
+    if not args.all and not args.ids:
+        raise StoreError("verify: expected --all or one or more IDs, found neither")
+    checked = bad = 0
+    if args.all:
+        results = store.verify_all()
+    else:
+        results = ((i, _verify_one(store, i)) for i in args.ids)
+    for archive_id, error in results:
+        checked += 1
+        if error:
+            bad += 1
+            print(f"FAIL {error}")
+    print(f"verified {checked} messages: {checked - bad} ok, {bad} failed")
+    return 1 if bad else 0
+
+
+def _verify_one(store, archive_id):
+    try:
+        store.verify(archive_id)
+    except StoreError as exc:
+        return str(exc)
+    return None
+
+
+def cmd_export(args) -> int:
+    store = _store(args, readonly=True)
+    rows = store.index.search(" ".join(args.query), limit=args.limit)
+    out = Path(args.out)
+    if args.format == "eml":
+        out.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            (out / f"{row['id']}.eml").write_bytes(store.get_raw(row["id"]))
+    else:
+        with open(out, "wb") as mbox:
+            for row in rows:
+                sender = row["env_from"] or email.utils.parseaddr(row["hdr_from"])[1] or "MAILER-DAEMON"
+                stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(row["arrived"]))
+                mbox.write(f"From {sender} {stamp}\n".encode("utf-8"))
+                raw = store.get_raw(row["id"]).replace(b"\r\n", b"\n")
+                for line in raw.split(b"\n")[:-1] if raw.endswith(b"\n") else raw.split(b"\n"):
+                    stripped = line.lstrip(b">")
+                    mbox.write((b">" + line if stripped.startswith(b"From ") else line) + b"\n")
+                mbox.write(b"\n")
+    print(f"exported {len(rows)} messages to {out} ({args.format})")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    store = _store(args)
+    count = store.reindex()
+    print(f"reindexed {count} messages from {store.config.objects_dir}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from archive_store.spool import Maildir
+
+    store = _store(args, readonly=True)
+    conf = store.config
+    stats = store.index.stats()
+    stats["spool_backlog"] = Maildir(conf.spool_dir).backlog()
+    stats["server_id"] = conf.server_id
+    try:
+        lic = licensing.load(conf.license_file, conf.server_id, conf.hostname)
+        stats["license"] = lic.as_dict()
+        stats["license_error"] = ""
+    except StoreError as exc:
+        stats["license"] = None
+        stats["license_error"] = str(exc)
+    print(json.dumps(stats, indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_purge(args) -> int:
+    store = _store(args)
+    removed = retention.purge(store, dry_run=args.dry_run)
+    for entry in removed:
+        print(f"{'would purge' if args.dry_run else 'purged'} {entry['id']} {entry['message_id'] or '-'}")
+    print(f"{len(removed)} messages {'would be' if args.dry_run else ''} purged".replace("  ", " "))
+    return 0
+
+
+def cmd_hold(args) -> int:
+    conf = configuration.load(args.config)
+    holds = retention.Holds(conf.holds_file, conf.audit_log)
+    if args.action == "add":
+        holds.add(args.address, args.reason)
+    elif args.action == "remove":
+        holds.remove(args.address, args.reason)
+    for address, info in sorted(holds.load().items()):
+        print(f"{address}  {info['reason']}")
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    conf = configuration.load(args.config)
+    key_id = crypto.generate(conf.key_file, rotate=args.rotate)
+    print(f"key {key_id} written to {conf.key_file}")
+    return 0
+
+
+def cmd_license(args) -> int:
+    conf = configuration.load(args.config)
+    lic = licensing.load(args.file or conf.license_file, conf.server_id, conf.hostname)
+    print(json.dumps(lic.as_dict(), sort_keys=True))
+    warning = licensing.expiry_warning(lic)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archive_store", description="The mailarchive worker's archive store.")
+    parser.add_argument("-c", "--config", help=f"config file (default $ARCHIVE_STORE_CONF or {configuration.DEFAULT_PATH})")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="ingest from the spool and serve the HTTP API").set_defaults(func=cmd_serve)
+    sub.add_parser("drain", help="ingest what is in the spool now, then exit").set_defaults(func=cmd_drain)
+    p = sub.add_parser("ingest", help="store message files as they are")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("search", help="search: words, from:, to:, subject:, attachment:, msgid:, after:, before:")
+    p.add_argument("query", nargs="*")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+    p = sub.add_parser("get", help="write a message's raw bytes to stdout")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_get)
+    p = sub.add_parser("verify", help="decrypt and re-hash messages")
+    p.add_argument("ids", nargs="*")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("export", help="export the messages a query finds")
+    p.add_argument("query", nargs="*")
+    p.add_argument("--format", choices=("eml", "mbox"), default="eml")
+    p.add_argument("--out", required=True, help="a directory (eml) or a file (mbox)")
+    p.add_argument("--limit", type=int, default=1_000_000)
+    p.set_defaults(func=cmd_export)
+    sub.add_parser("reindex", help="rebuild the index from the stored messages").set_defaults(func=cmd_reindex)
+    sub.add_parser("stats", help="counts, bytes, spool backlog, license").set_defaults(func=cmd_stats)
+    p = sub.add_parser("purge", help="remove messages past retention, except those on hold")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_purge)
+    p = sub.add_parser("hold", help="legal holds by address")
+    p.add_argument("action", choices=("add", "remove", "list"))
+    p.add_argument("address", nargs="?", default="")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_hold)
+    p = sub.add_parser("keygen", help="create the encryption key file")
+    p.add_argument("--rotate", action="store_true", help="append a new active key")
+    p.set_defaults(func=cmd_keygen)
+    p = sub.add_parser("license", help="check a license file against this worker")
+    p.add_argument("--file")
+    p.set_defaults(func=cmd_license)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(message)s" if os.environ.get("INVOCATION_ID") else "%(asctime)s %(levelname)s %(message)s",
+    )
+    try:
+        return args.func(args)
+    except StoreError as exc:
+        print(f"archive_store: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0

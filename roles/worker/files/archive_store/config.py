@@ -1,0 +1,117 @@
+"""store.conf: an INI file, by default /etc/archive-store/store.conf.
+
+    [store]
+    server_id = 0
+    hostname = archive.example.com
+    data_dir = /var/lib/archive-store
+    spool_dir = /var/spool/archive-store/Maildir
+    license_file = /etc/archive-store/license
+    key_file = /etc/archive-store/store.key
+    retention_days = 2557
+    transit_hosts = archive-gw.example.com worker0.example.com
+    batch_size = 200
+    index_body_bytes = 262144
+
+    [api]
+    listen = 127.0.0.1:8025
+    token_file = /etc/archive-store/api.token
+"""
+
+import configparser
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archive_store.errors import StoreError
+
+DEFAULT_PATH = "/etc/archive-store/store.conf"
+
+
+@dataclass
+class Config:
+    server_id: int
+    hostname: str
+    data_dir: Path
+    spool_dir: Path
+    license_file: Path
+    key_file: Path
+    retention_days: int = 2557
+    transit_hosts: list = field(default_factory=list)
+    batch_size: int = 200
+    index_body_bytes: int = 262144
+    api_listen: str = "127.0.0.1:8025"
+    api_token_file: Path = Path("/etc/archive-store/api.token")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "index.sqlite"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.data_dir / "audit.log"
+
+    @property
+    def holds_file(self) -> Path:
+        return self.data_dir / "holds.json"
+
+    def api_address(self) -> tuple:
+        host, sep, port = self.api_listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise StoreError(f"store.conf [api] listen: expected host:port, found {self.api_listen!r}")
+        return host.strip("[]"), int(port)
+
+
+def _int(section, key, default=None, low=None, high=None, path=""):
+    raw = section.get(key)
+    if raw is None:
+        if default is None:
+            raise StoreError(f"{path}: [{section.name}] {key}: expected a value, found nothing")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StoreError(f"{path}: [{section.name}] {key}: expected an integer, found {raw!r}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise StoreError(f"{path}: [{section.name}] {key}: expected {low}-{high}, found {value}")
+    return value
+
+
+def load(path=None) -> Config:
+    """Read store.conf (``path``, $ARCHIVE_STORE_CONF or the default)."""
+    path = str(path or os.environ.get("ARCHIVE_STORE_CONF") or DEFAULT_PATH)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise StoreError(f"config file {path}: expected it to exist, found nothing") from None
+    except configparser.Error as exc:
+        raise StoreError(f"config file {path}: not valid INI ({str(exc).splitlines()[0]})") from None
+    if not parser.has_section("store"):
+        raise StoreError(f"config file {path}: expected a [store] section, found none")
+    store = parser["store"]
+    api = parser["api"] if parser.has_section("api") else parser["DEFAULT"]
+    hostname = store.get("hostname", "").strip().lower()
+    if not hostname:
+        raise StoreError(f"{path}: [store] hostname: expected the licensed archive hostname, found nothing")
+    transit = store.get("transit_hosts", "").replace(",", " ").split()
+    transit.append(socket.getfqdn())
+    return Config(
+        server_id=_int(store, "server_id", low=0, high=255, path=path),
+        hostname=hostname,
+        data_dir=Path(store.get("data_dir", "/var/lib/archive-store")),
+        spool_dir=Path(store.get("spool_dir", "/var/spool/archive-store/Maildir")),
+        license_file=Path(store.get("license_file", "/etc/archive-store/license")),
+        key_file=Path(store.get("key_file", "/etc/archive-store/store.key")),
+        retention_days=_int(store, "retention_days", 2557, low=1, high=36500, path=path),
+        transit_hosts=sorted({h.lower() for h in transit}),
+        batch_size=_int(store, "batch_size", 200, low=1, high=10000, path=path),
+        index_body_bytes=_int(store, "index_body_bytes", 262144, low=0, high=1 << 30, path=path),
+        api_listen=api.get("listen", "127.0.0.1:8025"),
+        api_token_file=Path(api.get("token_file", "/etc/archive-store/api.token")),
+    )

@@ -1,0 +1,90 @@
+"""Durable files for sealed messages; the path derives from the ID alone.
+
+    objects/<server_id>/<seconds bits 31-16>/<seconds bits 15-4>/<id>.m
+
+A leaf directory covers 16 seconds of arrivals.  Every write goes to a
+temporary file that is fsynced and renamed; directories touched by a batch
+are fsynced before the batch's metadata is committed.
+"""
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from archive_store import ids
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, archive_id: str) -> Path:
+        return self.root / archive_id[24:26] / archive_id[8:12] / archive_id[12:15] / f"{archive_id}.m"
+
+    def write(self, archive_id: str, blob: bytes) -> Path:
+        """Write and fsync one object; return its directory (fsync it later)."""
+        path = self.path_for(archive_id)
+        directory = path.parent
+        if not directory.is_dir():
+            _make_dirs_durably(directory)
+        tmp = directory / f".{archive_id}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        return directory
+
+    def read(self, archive_id: str) -> bytes:
+        return self.path_for(archive_id).read_bytes()
+
+    def exists(self, archive_id: str) -> bool:
+        return self.path_for(archive_id).exists()
+
+    def delete(self, archive_id: str) -> None:
+        path = self.path_for(archive_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+    def all_ids(self) -> Iterator[str]:
+        """Every stored ID, in time order within each worker's tree."""
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".m") and ids.is_valid(name[:-2]):
+                    yield name[:-2]
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dirs(directories: Iterable[Path]) -> None:
+    for directory in set(directories):
+        fsync_dir(directory)
+
+
+def _make_dirs_durably(directory: Path) -> None:
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        fsync_dir(path.parent)

@@ -1,0 +1,96 @@
+"""Retention, legal holds and the audit log.
+
+Every message carries a retain-until date.  ``purge`` removes messages
+whose date has passed, except those under legal hold: a hold names an
+address, and any message with that address in From, To, Cc or its
+envelope is kept.  Each removal is appended to the audit log (JSON lines,
+fsynced) before the object is deleted.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import List
+
+from archive_store.errors import StoreError
+from archive_store.store import Store
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(tmp, path)
+
+
+def audit(path: Path, action: str, **detail) -> None:
+    entry = {"ts": int(time.time()), "action": action, **detail}
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class Holds:
+    def __init__(self, path: Path, audit_log: Path) -> None:
+        self.path = Path(path)
+        self.audit_log = audit_log
+
+    def load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise StoreError(f"holds file {self.path}: expected JSON, found something else") from None
+
+    def add(self, address: str, reason: str) -> None:
+        address = address.strip().lower()
+        if "@" not in address:
+            raise StoreError(f"hold: expected an email address, found {address!r}")
+        holds = self.load()
+        holds[address] = {"reason": reason, "created": int(time.time())}
+        _atomic_write(self.path, json.dumps(holds, indent=1, sort_keys=True))
+        audit(self.audit_log, "hold-add", address=address, reason=reason)
+
+    def remove(self, address: str, reason: str) -> None:
+        address = address.strip().lower()
+        holds = self.load()
+        if address not in holds:
+            raise StoreError(f"hold: expected an existing hold, found none for {address}")
+        del holds[address]
+        _atomic_write(self.path, json.dumps(holds, indent=1, sort_keys=True))
+        audit(self.audit_log, "hold-remove", address=address, reason=reason)
+
+    def held(self, row: dict) -> str:
+        """The held address this message involves, or ''."""
+        holds = self.load()
+        text = " ".join([row["hdr_from"], row["hdr_to"], row["hdr_cc"], row["env_from"], " ".join(row["env_to"])]).lower()
+        for address in holds:
+            if address in text:
+                return address
+        return ""
+
+
+def purge(store: Store, dry_run: bool, now: float = None) -> List[dict]:
+    """Remove expired messages not under hold; return what was (or would be) removed."""
+    now = int(time.time() if now is None else now)
+    holds = Holds(store.config.holds_file, store.config.audit_log)
+    removed = []
+    for row in store.index.expired(now):
+        held = holds.held(row)
+        entry = {"id": row["id"], "message_id": row["message_id"], "sha256": row["sha256"],
+                 "retain_until": row["retain_until"], "held_by": held}
+        if held:
+            continue
+        removed.append(entry)
+        if dry_run:
+            continue
+        audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"],
+              sha256=row["sha256"], retain_until=row["retain_until"])
+        store.index.remove(row["id"])
+        store.objects.delete(row["id"])
+    return removed

@@ -1,0 +1,127 @@
+"""The ingest loop: spool -> store, gated by the license."""
+
+import errno
+import sqlite3
+import logging
+import threading
+import time
+from typing import Optional
+
+from archive_store import license as licensing
+from archive_store.config import Config
+from archive_store.errors import LicenseError, StoreError
+from archive_store.spool import Maildir, from_postfix
+from archive_store.store import Store
+
+log = logging.getLogger("archive_store")
+LICENSE_RECHECK_S = 60
+
+
+class Ingestor:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.spool = Maildir(config.spool_dir)
+        self.license: Optional[licensing.License] = None
+        self.license_error = ""
+        self.last_error = ""
+        self.stored = 0
+        self.duplicates = 0
+        self._license_checked = 0.0
+        self._license_mtime = None
+
+    def check_license(self, force: bool = False, report: bool = True) -> bool:
+        """Re-read the license when it changed or a minute passed; log changes once."""
+        try:
+            mtime = self.config.license_file.stat().st_mtime
+        except OSError:
+            mtime = None
+        now = time.time()
+        if not force and mtime == self._license_mtime and now - self._license_checked < LICENSE_RECHECK_S:
+            return self.license is not None
+        self._license_checked, self._license_mtime = now, mtime
+        try:
+            lic = licensing.load(self.config.license_file, self.config.server_id, self.config.hostname)
+        except LicenseError as exc:
+            if report and str(exc) != self.license_error:
+                log.error("refusing to ingest, mail stays in the spool: %s", exc)
+            self.license, self.license_error = None, str(exc)
+            return False
+        if self.license is None:
+            log.info("license valid: customer=%s server_id=%d expires in %.1f days",
+                     lic.customer, lic.server_id, lic.days_left())
+            warning = licensing.expiry_warning(lic)
+            if warning:
+                log.warning(warning)
+        self.license, self.license_error = lic, ""
+        return True
+
+    def drain_once(self) -> int:
+        """Ingest one batch from the spool; return how many spool files it took."""
+        if not self.check_license():
+            return 0
+        names = self.spool.pending(self.config.batch_size)
+        if not names:
+            return 0
+        arrivals = []
+        for name in names:
+            try:
+                data = self.spool.read(name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("status=error spool=%s cannot read it (%s); it stays in the spool", name, exc.strerror)
+                continue
+            arrivals.append(from_postfix(data, name, self.config.transit_hosts))
+        try:
+            outcomes = self.store.ingest(arrivals)
+        except (OSError, sqlite3.Error) as exc:
+            reason = f"{exc.strerror} ({errno.errorcode.get(exc.errno, '?')})" if isinstance(exc, OSError) else str(exc)
+            self.last_error = f"ingest deferred: {reason}; mail stays in the spool"
+            log.error(self.last_error)
+            self.store.recover()
+            return 0
+        for outcome in outcomes:
+            log.info(outcome.log_line())
+            self.stored += outcome.status == "stored"
+            self.duplicates += outcome.status == "duplicate"
+        self.spool.remove(a.spool_name for a in arrivals)
+        self.last_error = ""
+        return len(arrivals)
+
+    def drain(self) -> int:
+        """Ingest until the spool is empty (or ingest is refused)."""
+        total = 0
+        while True:
+            took = self.drain_once()
+            if not took:
+                return total
+            total += took
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.2) -> None:
+        self.spool.ensure()
+        backoff = idle_sleep
+        while not stop.is_set():
+            try:
+                took = self.drain_once()
+            except StoreError as exc:
+                self.last_error = str(exc)
+                log.error("ingest stopped for now: %s", exc)
+                took = 0
+            if took:
+                backoff = idle_sleep
+                continue
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0) if self.last_error or self.license is None else idle_sleep
+
+    def status(self) -> dict:
+        lic = self.license.as_dict() if self.license else None
+        return {
+            "ingesting": self.license is not None and not self.last_error,
+            "license": lic,
+            "license_error": self.license_error,
+            "last_error": self.last_error,
+            "spool_backlog": self.spool.backlog(),
+            "stored_since_start": self.stored,
+            "duplicates_since_start": self.duplicates,
+        }

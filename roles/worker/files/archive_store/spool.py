@@ -1,0 +1,125 @@
+"""The Maildir spool that postfix's virtual(8) agent delivers into.
+
+virtual(8) writes each message to tmp/, fsyncs it and renames it into new/
+before postfix removes its queue file, so a message in new/ is durable.
+The store removes a spool file only after the message is committed.
+
+What postfix hands over differs from what the sender sent in DATA in two
+ways that this module undoes exactly:
+
+* lines end in LF instead of the SMTP wire's CRLF;
+* headers were prepended in transit: virtual(8)'s Return-Path and
+  Delivered-To, and one Received header per postfix hop of this cluster
+  ("by <transit host> (Postfix)").  They are kept as metadata.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List
+
+_RECEIVED_BY = re.compile(rb"\bby\s+([^\s;()]+)\s+\(Postfix\)", re.IGNORECASE)
+# Postfix ends its Received header with "; <RFC 5322 date>"; the header stops
+# there, so a message whose first line starts with white space stays intact.
+_RECEIVED_END = re.compile(rb";\s+(?:\w{3},\s+)?\d{1,2}\s+\w{3}\s+\d{4}\s+\d\d:\d\d:\d\d\s+[+-]\d{4}[^\n]*\n")
+_ENVELOPE_HEADERS = (b"return-path", b"delivered-to", b"x-original-to")
+
+
+@dataclass
+class Arrival:
+    """A message as it came out of the spool, ready to be stored."""
+
+    raw: bytes
+    spool_name: str
+    env_from: str = ""
+    env_to: List[str] = field(default_factory=list)
+    transit: List[str] = field(default_factory=list)
+
+
+def _leading_header(data: bytes, start: int):
+    """Return (name, text, end) of the header field at ``start``, or None."""
+    end = start
+    while True:
+        newline = data.find(b"\n", end)
+        if newline < 0:
+            return None
+        end = newline + 1
+        if end >= len(data) or data[end:end + 1] not in (b" ", b"\t"):
+            break
+    text = data[start:end]
+    name, colon, _ = text.partition(b":")
+    if not colon or not name or b" " in name:
+        return None
+    return name.strip().lower(), text, end
+
+
+def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str]) -> Arrival:
+    """Strip this cluster's transit headers and restore CRLF line ends."""
+    hosts = {h.lower().encode("ascii") for h in transit_hosts}
+    arrival = Arrival(raw=b"", spool_name=spool_name)
+    position = 0
+    seen_envelope = set()
+    while True:
+        header = _leading_header(data, position)
+        if header is None:
+            break
+        name, text, end = header
+        value = text.split(b":", 1)[1].strip().decode("utf-8", "replace")
+        if name in _ENVELOPE_HEADERS and name not in seen_envelope and not arrival.transit:
+            seen_envelope.add(name)
+            if name == b"return-path":
+                arrival.env_from = value.strip("<>")
+            else:
+                arrival.env_to.append(value.strip("<>"))
+        elif name == b"received" and _received_by(text) in hosts:
+            date = _RECEIVED_END.search(text)
+            if date:
+                end = position + date.end()
+                text = text[:date.end()]
+            arrival.transit.append(" ".join(text.decode("utf-8", "replace").split()))
+        else:
+            break
+        position = end
+    arrival.raw = data[position:].replace(b"\n", b"\r\n")
+    return arrival
+
+
+def _received_by(text: bytes) -> bytes:
+    match = _RECEIVED_BY.search(text)
+    return match.group(1).lower() if match else b""
+
+
+class Maildir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.new = self.root / "new"
+
+    def ensure(self) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def pending(self, limit: int) -> List[str]:
+        """Names of delivered messages, oldest first (Maildir names start with the time)."""
+        try:
+            names = [entry.name for entry in os.scandir(self.new) if not entry.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        names.sort()
+        return names[:limit]
+
+    def backlog(self) -> int:
+        try:
+            return sum(1 for entry in os.scandir(self.new) if not entry.name.startswith("."))
+        except FileNotFoundError:
+            return 0
+
+    def read(self, name: str) -> bytes:
+        return (self.new / name).read_bytes()
+
+    def remove(self, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                (self.new / name).unlink()
+            except FileNotFoundError:
+                pass

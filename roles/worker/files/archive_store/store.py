@@ -1,0 +1,272 @@
+"""The store: sealed objects on disk plus their index.
+
+Ingest order, which makes a kill -9 at any point lose and duplicate nothing:
+
+1. write the IDs about to be created to ``intent`` (fsync);
+2. write each sealed object (temp file, fsync, rename) and fsync its dir;
+3. commit messages, FTS rows and arrivals in one SQLite transaction;
+4. remove ``intent``; the caller then removes the spool files.
+
+On start, objects named in a leftover ``intent`` whose ID is not in the
+index are deleted: their spool files still exist and will be ingested again.
+A spool file whose name is already in ``arrivals`` was committed before the
+crash and is simply removed.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Tuple
+
+from archive_store import ids
+from archive_store.config import Config
+from archive_store.crypto import Keyring
+from archive_store.errors import IntegrityError, StoreError
+from archive_store.index import Index
+from archive_store.objects import ObjectStore, fsync_dir, fsync_dirs
+from archive_store.parse import extract
+from archive_store.spool import Arrival
+
+log = logging.getLogger("archive_store")
+
+
+@dataclass
+class Outcome:
+    spool_name: str
+    archive_id: str
+    message_id: str
+    size: int
+    stored_size: int
+    status: str  # stored | duplicate | committed-before
+
+    def log_line(self) -> str:
+        return (
+            f"status={self.status} id={self.archive_id} message_id={self.message_id or '-'} "
+            f"size={self.size} stored={self.stored_size} spool={self.spool_name}"
+        )
+
+
+def _pack(meta: dict, raw: bytes) -> bytes:
+    return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode("utf-8") + b"\n" + raw
+
+
+def _unpack(payload: bytes) -> Tuple[dict, bytes]:
+    head, _, raw = payload.partition(b"\n")
+    return json.loads(head), raw
+
+
+class Store:
+    def __init__(self, config: Config, readonly: bool = False) -> None:
+        self.config = config
+        self.readonly = readonly
+        if not readonly:
+            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            config.objects_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.objects = ObjectStore(config.objects_dir)
+        self.index = Index(config.db_path, readonly=readonly)
+        self.keys = Keyring.load(config.key_file)
+        self.intent = config.data_dir / "intent"
+        if not readonly:
+            self.recover()
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- crash recovery -----------------------------------------------------
+    def recover(self) -> List[str]:
+        """Delete objects of a batch that was cut off before its commit."""
+        try:
+            planned = self.intent.read_text(encoding="ascii").split()
+        except FileNotFoundError:
+            return []
+        committed = self.index.has_ids(planned)
+        removed = [i for i in planned if i not in committed and ids.is_valid(i)]
+        for archive_id in removed:
+            self.objects.delete(archive_id)
+        self.intent.unlink()
+        fsync_dir(self.config.data_dir)
+        if removed:
+            log.warning("recovered from an interrupted batch: removed %d uncommitted objects", len(removed))
+        return removed
+
+    def _write_intent(self, archive_ids: List[str]) -> None:
+        tmp = self.intent.with_suffix(".tmp")
+        with open(tmp, "w", encoding="ascii") as handle:
+            handle.write("\n".join(archive_ids) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, self.intent)
+        fsync_dir(self.config.data_dir)
+
+    # -- ingest ---------------------------------------------------------------
+    def ingest(self, arrivals: List[Arrival], now: Optional[float] = None) -> List[Outcome]:
+        """Store a batch durably; return one outcome per arrival, in order."""
+        now = int(time.time() if now is None else now)
+        committed = self.index.known_spool_names(a.spool_name for a in arrivals)
+        outcomes: List[Outcome] = []
+        new_rows: List[dict] = []
+        blobs: List[Tuple[str, bytes]] = []
+        by_sha = {}
+        arrival_rows = []
+        for arrival in arrivals:
+            if arrival.spool_name in committed:
+                outcomes.append(Outcome(arrival.spool_name, committed[arrival.spool_name], "-", len(arrival.raw), 0, "committed-before"))
+                continue
+            sha = hashlib.sha256(arrival.raw).hexdigest()
+            transit = "\n".join(arrival.transit)
+            arrival_rows.append((arrival.spool_name, sha, now, transit))
+            known = by_sha.get(sha) or self.index.rowid_by_sha(sha)
+            if known:
+                archive_id = known[1]
+                outcomes.append(Outcome(arrival.spool_name, archive_id, "-", len(arrival.raw), 0, "duplicate"))
+                continue
+            archive_id = ids.new_id(self.config.server_id)
+            row = self._row(archive_id, sha, arrival, now)
+            blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
+            row["stored_size"] = len(blob)
+            by_sha[sha] = (None, archive_id)
+            new_rows.append(row)
+            blobs.append((archive_id, blob))
+            outcomes.append(Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], len(blob), "stored"))
+        if blobs:
+            self._write_intent([archive_id for archive_id, _ in blobs])
+            fsync_dirs([self.objects.write(archive_id, blob) for archive_id, blob in blobs])
+        if arrival_rows:
+            self.index.commit_batch(new_rows, arrival_rows)
+        if blobs:
+            self.intent.unlink()
+        return outcomes
+
+    def _row(self, archive_id: str, sha: str, arrival: Arrival, now: int, retain_until: Optional[int] = None) -> dict:
+        parsed = extract(arrival.raw, self.config.index_body_bytes)
+        env_to = "\n".join(arrival.env_to)
+        return {
+            "id": archive_id,
+            "sha256": sha,
+            "body_sha256": parsed.body_sha256,
+            "message_id": parsed.message_id,
+            "env_from": arrival.env_from,
+            "env_to": env_to,
+            "hdr_from": parsed.hdr_from,
+            "hdr_to": parsed.hdr_to,
+            "hdr_cc": parsed.hdr_cc,
+            "subject": parsed.subject,
+            "date": parsed.date,
+            "size": len(arrival.raw),
+            "stored_size": 0,
+            "key_id": self.keys.active,
+            "arrived": now,
+            "retain_until": retain_until or now + self.config.retention_days * 86400,
+            "parse_error": parsed.parse_error,
+            "attachments": parsed.attachments,
+            "fts_sender": f"{parsed.hdr_from} {arrival.env_from}",
+            "fts_recipients": f"{parsed.hdr_to} {parsed.hdr_cc} {' '.join(arrival.env_to)}",
+            "fts_body": parsed.body_text,
+            "fts_attachments": parsed.attachment_names,
+        }
+
+    @staticmethod
+    def _object_meta(row: dict, arrival: Arrival) -> dict:
+        """What travels inside the sealed object, so reindex needs nothing else."""
+        return {
+            "v": 1,
+            "sha256": row["sha256"],
+            "env_from": arrival.env_from,
+            "env_to": arrival.env_to,
+            "arrived": row["arrived"],
+            "retain_until": row["retain_until"],
+            "spool_name": arrival.spool_name,
+            "transit": arrival.transit,
+        }
+
+    # -- reading ----------------------------------------------------------------
+    def open_object(self, archive_id: str) -> Tuple[dict, bytes]:
+        if not ids.is_valid(archive_id):
+            raise StoreError(f"id {archive_id!r}: expected 36 hex characters")
+        try:
+            blob = self.objects.read(archive_id)
+        except FileNotFoundError:
+            raise StoreError(f"id {archive_id}: no stored object at {self.objects.path_for(archive_id)}") from None
+        return _unpack(self.keys.open(archive_id, blob))
+
+    def get_raw(self, archive_id: str) -> bytes:
+        return self.open_object(archive_id)[1]
+
+    def verify(self, archive_id: str) -> None:
+        """Decrypt and re-hash one message; raise IntegrityError on any mismatch."""
+        row = self.index.get(archive_id)
+        if row is None:
+            raise IntegrityError(f"id {archive_id}: not in the index")
+        meta, raw = self.open_object(archive_id)
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != row["sha256"] or digest != meta["sha256"]:
+            raise IntegrityError(f"id {archive_id}: expected sha256 {row['sha256']}, found {digest}")
+        if len(raw) != row["size"]:
+            raise IntegrityError(f"id {archive_id}: expected {row['size']} bytes, found {len(raw)}")
+
+    def verify_all(self) -> Iterable[Tuple[str, Optional[str]]]:
+        """Yield (id, error or None) for every indexed and every stored object."""
+        indexed = self.index.all_ids()
+        for archive_id in indexed:
+            try:
+                self.verify(archive_id)
+                yield archive_id, None
+            except StoreError as exc:
+                yield archive_id, str(exc)
+        known = set(indexed) | self.purged_ids()
+        for archive_id in self.objects.all_ids():
+            if archive_id not in known:
+                yield archive_id, f"id {archive_id}: object on disk but not in the index (run reindex)"
+
+    def purged_ids(self) -> set:
+        """IDs the audit log says were purged."""
+        try:
+            with open(self.config.audit_log, encoding="utf-8") as handle:
+                return {e["id"] for e in map(json.loads, handle) if e.get("action") == "purge"}
+        except FileNotFoundError:
+            return set()
+
+    # -- reindex ------------------------------------------------------------------
+    def reindex(self) -> int:
+        """Rebuild the whole index from the sealed objects alone."""
+        db = self.config.db_path
+        fresh = db.with_name(db.name + ".rebuild")
+        for leftover in (fresh, Path(str(fresh) + "-wal"), Path(str(fresh) + "-shm")):
+            if leftover.exists():
+                leftover.unlink()
+        target = Index(fresh)
+        count = 0
+        batch_rows, batch_arrivals = [], []
+        purged = self.purged_ids()
+        for archive_id in self.objects.all_ids():
+            if archive_id in purged:  # a purge was cut off between index and object
+                self.objects.delete(archive_id)
+                continue
+            meta, raw = self.open_object(archive_id)
+            arrival = Arrival(raw=raw, spool_name=meta["spool_name"], env_from=meta["env_from"],
+                              env_to=meta["env_to"], transit=meta["transit"])
+            row = self._row(archive_id, meta["sha256"], arrival, meta["arrived"], meta["retain_until"])
+            row["stored_size"] = self.objects.path_for(archive_id).stat().st_size
+            row["key_id"] = Keyring.key_id_of(self.objects.read(archive_id))
+            batch_rows.append(row)
+            batch_arrivals.append((arrival.spool_name, row["sha256"], row["arrived"], "\n".join(arrival.transit)))
+            count += 1
+            if len(batch_rows) >= 1000:
+                target.commit_batch(batch_rows, batch_arrivals)
+                batch_rows, batch_arrivals = [], []
+        target.commit_batch(batch_rows, batch_arrivals)
+        target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        target.close()
+        self.index.close()
+        os.rename(fresh, db)
+        for suffix in ("-wal", "-shm"):
+            stale = Path(str(db) + suffix)
+            if stale.exists():
+                stale.unlink()
+        fsync_dir(db.parent)
+        self.index = Index(db)
+        return count

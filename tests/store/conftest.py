@@ -1,0 +1,122 @@
+"""Fixtures: a complete store configuration in a temporary directory."""
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE_SRC = ROOT / "roles" / "worker" / "files"
+CORPUS = ROOT.parent / "shared" / "corpus" / "mime-samples"
+sys.path.insert(0, str(STORE_SRC))
+
+from archive_store import config as configuration, crypto  # noqa: E402
+
+HOSTNAME = "archive.example.com"
+TRANSIT = "archive-gw.example.com worker0.example.com"
+
+
+def license_line(server_id=0, expiry=None, **over):
+    fields = {
+        "customer": "EXAMPLE",
+        "expiry": str(expiry or int(time.time()) + 365 * 86400),
+        "server_id": str(server_id),
+        "max_release": "20271231",
+        "multitenancy": "0",
+        "hostname": HOSTNAME,
+        "ip": "0.0.0.0",
+    }
+    fields.update({k: str(v) for k, v in over.items()})
+    return ",".join(f"{k}={v}" for k, v in fields.items())
+
+
+class StoreEnv:
+    def __init__(self, base: Path, server_id: int = 0) -> None:
+        self.base = base
+        self.conf_path = base / "store.conf"
+        self.license_path = base / "license"
+        self.spool = base / "spool" / "Maildir"
+        self.token = secrets.token_hex(16)
+        self.port = 0
+        self.server_id = server_id
+        for sub in ("tmp", "new", "cur"):
+            (self.spool / sub).mkdir(parents=True, exist_ok=True)
+        (base / "api.token").write_text(self.token + "\n")
+        self.license_path.write_text(license_line(server_id) + "\n")
+        self.write_conf()
+        crypto.generate(base / "store.key")
+
+    def write_conf(self, **extra) -> None:
+        store = {
+            "server_id": self.server_id,
+            "hostname": HOSTNAME,
+            "data_dir": self.base / "data",
+            "spool_dir": self.spool,
+            "license_file": self.license_path,
+            "key_file": self.base / "store.key",
+            "transit_hosts": TRANSIT,
+            "batch_size": 50,
+        }
+        store.update(extra)
+        lines = ["[store]"] + [f"{k} = {v}" for k, v in store.items()]
+        lines += ["[api]", f"listen = 127.0.0.1:{self.port}", f"token_file = {self.base / 'api.token'}"]
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def config(self):
+        return configuration.load(self.conf_path)
+
+    def store(self, readonly=False):
+        from archive_store.store import Store
+
+        return Store(self.config(), readonly=readonly)
+
+    def cli(self, *args, check=True, **kw):
+        env = dict(os.environ, PYTHONPATH=str(STORE_SRC))
+        proc = subprocess.run(
+            [sys.executable, "-m", "archive_store", "-c", str(self.conf_path), *args],
+            env=env, capture_output=True, **kw,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"archive_store {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+        return proc
+
+    def deliver(self, raw: bytes, name: str = None, env_from="journal@example.org") -> str:
+        """Write what postfix's virtual(8) would write for ``raw`` sent in DATA."""
+        name = name or f"{time.time_ns()}.V1I{secrets.token_hex(4)}M1.worker0"
+        transit = (
+            f"Return-Path: <{env_from}>\r\n"
+            "Delivered-To: archive@archive.example.com\r\n"
+            "Received: from archive-gw.example.com (archive-gw.example.com [198.18.10.10])\r\n"
+            "\tby worker0.example.com (Postfix) with ESMTPS id 4Xyz1\r\n"
+            "\tfor <archive@archive.example.com>; Sun, 22 Nov 2026 10:00:01 +0000 (UTC)\r\n"
+            "Received: from mx.customer.example (mx.customer.example [198.18.0.1])\r\n"
+            "\tby archive-gw.example.com (Postfix) with ESMTP id 4Abc2\r\n"
+            "\tfor <archive@archive-gw.example.com>; Sun, 22 Nov 2026 10:00:00 +0000 (UTC)\r\n"
+        ).encode()
+        assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b""), "wire form needs CRLF lines"
+        data = (transit + raw).replace(b"\r\n", b"\n")
+        tmp = self.spool / "tmp" / name
+        tmp.write_bytes(data)
+        os.rename(tmp, self.spool / "new" / name)
+        return name
+
+
+@pytest.fixture
+def env(tmp_path):
+    return StoreEnv(tmp_path)
+
+
+def wire_form(raw: bytes) -> bytes:
+    """What an SMTP client puts on the wire for a file: every line ends in CRLF."""
+    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+def corpus_files():
+    return sorted(CORPUS.glob("*.eml"))

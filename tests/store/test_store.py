@@ -1,0 +1,216 @@
+"""Round trips, duplicates, search, verify, reindex, purge and holds."""
+
+import email
+import email.policy
+import re
+import time
+
+import pytest
+
+from archive_store import ids
+from archive_store.errors import StoreError
+from archive_store.spool import Arrival, from_postfix
+
+from conftest import corpus_files, wire_form
+
+
+def _subject_word(raw: bytes):
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    from archive_store.parse import _text
+
+    words = re.findall(r"\w{4,}", _text(msg.get("Subject", "")))
+    return words[0] if words else None
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_corpus_file_round_trips_and_is_found_by_subject(env, path):
+    raw = path.read_bytes()
+    store = env.store()
+    [outcome] = store.ingest([Arrival(raw=raw, spool_name=path.name)])
+    assert outcome.status == "stored"
+    assert ids.server_id_of(outcome.archive_id) == 0
+    assert store.get_raw(outcome.archive_id) == raw
+    store.verify(outcome.archive_id)
+    word = _subject_word(raw)
+    if word:
+        found = [r["id"] for r in store.index.search(word)]
+        assert outcome.archive_id in found, f"subject word {word!r} does not find {path.name}"
+
+
+def test_whole_corpus_through_the_postfix_spool_is_byte_identical(env):
+    files = corpus_files()
+    assert len(files) == 75
+    sent = {}
+    for path in files:
+        raw = wire_form(path.read_bytes())
+        sent[env.deliver(raw)] = raw
+    out = env.cli("drain")
+    assert b"drained 75" in out.stdout
+    assert not list((env.spool / "new").iterdir())
+    store = env.store(readonly=True)
+    assert store.index.stats()["messages"] == 75
+    for row in (store.index.get(i) for i in store.index.all_ids()):
+        raw = store.get_raw(row["id"])
+        assert raw in sent.values()
+        assert row["env_from"] == "journal@example.org"
+    # The CRLF files are the files themselves, byte for byte.
+    crlf = [p for p in files if p.read_bytes() == wire_form(p.read_bytes())]
+    assert len(crlf) == 69
+    stored = {store.get_raw(i) for i in store.index.all_ids()}
+    assert all(p.read_bytes() in stored for p in crlf)
+
+
+def test_transit_headers_are_kept_as_metadata_not_in_the_message(env):
+    raw = b"Received: from a.customer.example by b.customer.example (Postfix) with SMTP\r\nSubject: hi\r\n\r\nbody\r\n"
+    name = env.deliver(raw)
+    data = (env.spool / "new" / name).read_bytes()
+    arrival = from_postfix(data, name, env.config().transit_hosts)
+    assert arrival.raw == raw
+    assert arrival.env_from == "journal@example.org"
+    assert arrival.env_to == ["archive@archive.example.com"]
+    assert len(arrival.transit) == 2 and "by archive-gw.example.com (Postfix)" in arrival.transit[1]
+
+
+def test_same_bytes_twice_are_stored_once_and_counted(env):
+    raw = b"Message-ID: <a@x>\r\nSubject: twice\r\n\r\nsame\r\n"
+    env.deliver(raw)
+    env.deliver(raw)
+    env.cli("drain")
+    store = env.store(readonly=True)
+    [row] = store.index.search("twice")
+    assert row["arrivals"] == 2
+    assert store.index.stats() == {**store.index.stats(), "messages": 1, "arrivals": 2, "duplicate_arrivals": 1}
+
+
+def test_shared_or_missing_message_ids_never_collapse(env):
+    store = env.store()
+    batch = [
+        Arrival(raw=b"Message-ID: <same@x>\r\nSubject: one\r\n\r\nfirst\r\n", spool_name="a"),
+        Arrival(raw=b"Message-ID: <same@x>\r\nSubject: one\r\n\r\nsecond\r\n", spool_name="b"),
+        Arrival(raw=b"Subject: none\r\n\r\nthird\r\n", spool_name="c"),
+        Arrival(raw=b"Subject: none\r\n\r\nfourth\r\n", spool_name="d"),
+    ]
+    outcomes = store.ingest(batch)
+    assert [o.status for o in outcomes] == ["stored"] * 4
+    assert len({o.archive_id for o in outcomes}) == 4
+    assert len(store.index.search("msgid:same@x")) == 2
+
+
+def test_malformed_mail_is_stored_and_what_can_be_indexed_is(env):
+    nested = b"Content-Type: multipart/mixed; boundary=b0\r\nSubject: deep nest\r\n\r\n"
+    for depth in range(1, 400):
+        nested += b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (depth - 1, depth)
+    cases = [
+        b"",
+        b"\x00\x01\x02 not a mail at all",
+        b"Subject: \xff\xfe 8bit header\r\nFrom: \xe9t\xe9 <x@y>\r\n\r\nbody with NUL \x00 inside\r\n",
+        b"Subject: long line\r\n\r\n" + b"x" * 100_000 + b"\r\n",
+        b"Content-Type: multipart/mixed; boundary=never\r\nSubject: unterminated\r\n\r\n--never\r\nContent-Type: text/plain; charset=bogus-charset\r\n\r\nhello\r\n",
+        nested,
+    ]
+    store = env.store()
+    outcomes = store.ingest([Arrival(raw=raw, spool_name=f"m{i}") for i, raw in enumerate(cases)])
+    for raw, outcome in zip(cases, outcomes):
+        assert outcome.status == "stored"
+        assert store.get_raw(outcome.archive_id) == raw
+    assert store.index.search("unterminated")
+    assert store.index.search("hello")
+
+
+def test_search_operators(env):
+    store = env.store()
+    store.ingest([
+        Arrival(raw=b"From: Alice <alice@corp.example>\r\nTo: bob@corp.example\r\nSubject: quarterly budget\r\n"
+                    b"Date: Tue, 02 Jan 2024 10:00:00 +0000\r\n\r\nnumbers attached\r\n", spool_name="1"),
+        Arrival(raw=b"From: carol@other.example\r\nTo: alice@corp.example\r\nSubject: lunch\r\n"
+                    b"Date: Wed, 03 Jul 2024 10:00:00 +0000\r\n\r\nbudget is fine\r\n", spool_name="2"),
+    ])
+    subjects = lambda q: sorted(r["subject"] for r in store.index.search(q))  # noqa: E731
+    assert subjects("budget") == ["lunch", "quarterly budget"]
+    assert subjects("from:alice@corp.example budget") == ["quarterly budget"]
+    assert subjects("to:alice@corp.example") == ["lunch"]
+    assert subjects("subject:budget") == ["quarterly budget"]
+    assert subjects("budget after:2024-06-01") == ["lunch"]
+    assert subjects("budget before:2024-06-01") == ["quarterly budget"]
+    assert subjects("quart*") == ["quarterly budget"]
+    assert subjects('"is fine"') == ["lunch"]
+    with pytest.raises(StoreError, match="unknown field 'colour'"):
+        store.index.search("colour:blue")
+
+
+def test_verify_detects_a_flipped_byte(env):
+    store = env.store()
+    [outcome] = store.ingest([Arrival(raw=b"Subject: x\r\n\r\ny\r\n", spool_name="1")])
+    assert env.cli("verify", "--all").returncode == 0
+    path = store.objects.path_for(outcome.archive_id)
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0x01
+    path.write_bytes(bytes(blob))
+    proc = env.cli("verify", "--all", check=False)
+    assert proc.returncode == 1
+    assert b"authentication tag does not verify" in proc.stdout
+
+
+def test_reindex_rebuilds_everything_from_objects_alone(env):
+    store = env.store()
+    files = corpus_files()[:20]
+    store.ingest([Arrival(raw=p.read_bytes(), spool_name=p.name, env_from="j@x") for p in files])
+    before = {r: store.index.get(r) for r in store.index.all_ids()}
+    hits_before = [r["id"] for r in store.index.search("the")]
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        path = env.config().db_path.with_name("index.sqlite" + suffix)
+        if path.exists():
+            path.unlink()
+    out = env.cli("reindex")
+    assert b"reindexed 20 messages" in out.stdout
+    store = env.store(readonly=True)
+    after = {r: store.index.get(r) for r in store.index.all_ids()}
+    assert after == before
+    assert [r["id"] for r in store.index.search("the")] == hits_before
+
+
+def test_purge_respects_retention_holds_and_audits(env):
+    store = env.store()
+    old = time.time() - 10 * 365 * 86400
+    outcomes = store.ingest([
+        Arrival(raw=b"From: keep@corp.example\r\nSubject: held\r\n\r\na\r\n", spool_name="1"),
+        Arrival(raw=b"From: gone@corp.example\r\nSubject: expired\r\n\r\nb\r\n", spool_name="2"),
+    ], now=old)
+    [fresh] = store.ingest([Arrival(raw=b"Subject: fresh\r\n\r\nc\r\n", spool_name="3")])
+    store.close()
+    env.cli("hold", "add", "keep@corp.example", "--reason", "case 42")
+    dry = env.cli("purge", "--dry-run").stdout.decode()
+    assert outcomes[1].archive_id in dry and outcomes[0].archive_id not in dry
+    env.cli("purge")
+    store = env.store(readonly=True)
+    assert set(store.index.all_ids()) == {outcomes[0].archive_id, fresh.archive_id}
+    assert not store.objects.exists(outcomes[1].archive_id)
+    audit = env.config().audit_log.read_text()
+    assert '"action": "purge"' in audit and outcomes[1].archive_id in audit
+    assert env.cli("verify", "--all").returncode == 0
+
+
+def test_export_eml_and_mbox(env, tmp_path):
+    store = env.store()
+    raws = [b"From: a@x\r\nSubject: export me\r\n\r\nFrom the start\r\n", b"Subject: export too\r\n\r\nbody\r\n"]
+    store.ingest([Arrival(raw=r, spool_name=str(i)) for i, r in enumerate(raws)])
+    env.cli("export", "export", "--out", str(tmp_path / "eml"))
+    assert sorted(p.read_bytes() for p in (tmp_path / "eml").iterdir()) == sorted(raws)
+    env.cli("export", "export", "--format", "mbox", "--out", str(tmp_path / "out.mbox"))
+    import mailbox
+
+    def unquote(msg):  # mboxrd: one '>' was added before every (>*)From line
+        return re.sub(rb"(?m)^>(>*From )", rb"\1", msg.as_bytes()).replace(b"\n", b"\r\n")
+
+    got = sorted(unquote(m) for m in mailbox.mbox(str(tmp_path / "out.mbox")))
+    assert got == sorted(raws)
+
+
+def test_ids_are_time_ordered_and_carry_server_id():
+    made = [ids.new_id(7) for _ in range(1000)]
+    assert made == sorted(made) and len(set(made)) == 1000
+    assert all(ids.server_id_of(i) == 7 and len(i) == 36 for i in made)
+    assert abs(ids.unix_time_of(made[0]) - time.time()) < 5
+    with pytest.raises(ValueError):
+        ids.new_id(256)

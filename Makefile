@@ -1,19 +1,53 @@
-# mailarchive.cluster: see README.md.  Targets run on a fresh Debian 12
-# machine as root and install what they need.
+# mailarchive.cluster: see README.md.  Every target runs on a fresh Debian 12
+# machine as root and installs what it needs first.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PY_DEBIAN := /usr/bin/python3
+VENV := $(CURDIR)/.venv
 STORE_DEBS := python3-zstandard python3-cryptography python3-pytest python3-hypothesis
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR := 0
+LAB := -i inventories/lab
 
-.PHONY: test test-store deps-store
+.PHONY: test test-store lint sanity molecule lab lab-down venv images deps-store
 
 ## make test: every test CI runs
-test: test-store
+test: lint test-store molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
-	@missing=""; for p in $(STORE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(STORE_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 test-store: deps-store
 	$(PY_DEBIAN) -m pytest -q -p no:cacheprovider tests/store
+
+## The controller's pinned tools.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt | deps-store
+	$(PY_DEBIAN) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+## Docker engine and the lab image (debootstrap, no registry).
+images:
+	scripts/build-images.sh
+
+lint: venv
+	yamllint -s .
+	ansible-lint --profile production
+
+molecule: venv images
+	molecule test --all
+
+## make lab: the whole primary site in local containers, then proof that mail flows.
+lab: venv images
+	ansible-playbook $(LAB) lab/up.yml
+	ansible-playbook $(LAB) site.yml
+	ansible-playbook $(LAB) playbooks/verify.yml
+	@cat lab/USAGE.txt
+
+lab-down: venv
+	ansible-playbook $(LAB) lab/down.yml

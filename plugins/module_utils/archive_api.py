@@ -1,0 +1,57 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailarchive.cluster maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small client for the archive store's read-only HTTP API."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import socket
+
+try:
+    from urllib.error import HTTPError, URLError
+    from urllib.parse import quote
+    from urllib.request import Request, urlopen
+except ImportError:  # pragma: no cover - Python 2 is not supported by the store
+    HTTPError = URLError = Exception
+    quote = Request = urlopen = None
+
+
+class ArchiveApiError(Exception):
+    """One line naming the worker, the request and what went wrong."""
+
+
+class ArchiveApi(object):
+    def __init__(self, name, url, token, timeout=5.0):
+        self.name = name
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _get(self, path):
+        request = Request(self.url + path, headers={"Authorization": "Bearer " + self.token})
+        try:
+            response = urlopen(request, timeout=self.timeout)
+            try:
+                return response.read()
+            finally:
+                response.close()
+        except HTTPError as exc:
+            raise ArchiveApiError("%s: GET %s answered HTTP %s" % (self.name, path, exc.code))
+        except (URLError, socket.timeout, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ArchiveApiError("%s: GET %s%s failed: %s" % (self.name, self.url, path, reason))
+
+    def get_json(self, path):
+        return json.loads(self._get(path).decode("utf-8"))
+
+    def search(self, query, limit=1000):
+        return self.get_json("/api/v1/search?q=%s&limit=%d" % (quote(query), limit))["results"]
+
+    def stats(self):
+        return self.get_json("/api/v1/stats")
+
+    def raw(self, archive_id):
+        return self._get("/api/v1/messages/%s/raw" % archive_id)

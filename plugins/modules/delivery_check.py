@@ -1,0 +1,309 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mailarchive.cluster maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: delivery_check
+short_description: Prove end to end that mail sent to the gateway is archived once, byte for byte
+version_added: "0.1.0"
+description:
+  - Sends O(count) probe messages by real SMTP (STARTTLS when offered) to O(recipient) at O(gateway), each with a
+    unique token and Message-ID.
+  - Polls every worker's archive store API until every probe is found or O(timeout) passes.
+  - Fails, naming the probes, unless every probe is archived exactly once, with the sha256 of the bytes sent, by a
+    worker whose server_id is in the archive ID, and unless at least O(min_workers) workers received probes.
+  - Probes carry the header C(X-Mailarchive-Probe) and the subject prefix C([mailarchive probe]), so they are easy
+    to tell apart from real mail; they are kept under the archive's retention like any other message.
+author:
+  - mailarchive.cluster maintainers
+extends_documentation_fragment:
+  - mailarchive.cluster.archive_api
+attributes:
+  check_mode:
+    support: full
+    description: In check mode nothing is sent and no probe is looked for.
+  diff_mode:
+    support: none
+options:
+  gateway:
+    description: Address or name of the gateway to send the probes to.
+    type: str
+    required: true
+  port:
+    description: SMTP port of the gateway.
+    type: int
+    default: 25
+  recipient:
+    description: The journal address the probes are sent to.
+    type: str
+    default: archive@archive-gw.example.com
+  sender:
+    description: Envelope sender and From of the probes.
+    type: str
+    default: delivery-check@mailarchive.invalid
+  count:
+    description: Number of probe messages.
+    type: int
+    default: 20
+  size:
+    description: Approximate size of each probe in bytes.
+    type: int
+    default: 2000
+  timeout:
+    description: Seconds to wait for every probe to be archived.
+    type: float
+    default: 60
+  min_workers:
+    description: Least number of distinct workers that must have received probes (the spread check).
+    type: int
+    default: 1
+  starttls:
+    description: Use STARTTLS when the gateway offers it.
+    type: bool
+    default: true
+notes:
+  - The module never reports changed.
+seealso:
+  - module: mailarchive.cluster.mx_verify
+"""
+
+EXAMPLES = r"""
+- name: Send 20 probes through the gateway and find each on exactly one worker
+  mailarchive.cluster.delivery_check:
+    gateway: 198.18.10.10
+    recipient: archive@archive-gw.example.com
+    count: 20
+    min_workers: 4
+    api_token: "{{ lookup('ansible.builtin.env', 'ARCHIVE_API_TOKEN') }}"
+    workers:
+      - {name: worker0, url: "http://198.18.10.20:8025", server_id: 0}
+      - {name: worker1, url: "http://198.18.10.21:8025", server_id: 1}
+  register: delivery
+"""
+
+RETURN = r"""
+probes:
+  description: One entry per probe.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"message_id": "<probe-3f2a-0@mailarchive.invalid>", "worker": "worker3", "archive_id": "4000000069...03...",
+            "server_id_ok": true, "sha256_ok": true, "copies": 1, "latency": 0.41}]
+spread:
+  description: Number of probes archived per worker.
+  returned: always
+  type: dict
+  sample: {"worker0": 4, "worker1": 5, "worker2": 3, "worker3": 4, "worker4": 4}
+latency:
+  description: Seconds from sending to storing (from the archive ID's timestamp), p50, p95 and max.
+  returned: always
+  type: dict
+  sample: {"p50": 0.4, "p95": 1.1, "max": 1.3}
+lost:
+  description: Message-IDs of probes no worker archived within the timeout.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+duplicated:
+  description: Message-IDs of probes archived more than once.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+mismatched:
+  description: Message-IDs of probes whose stored bytes differ from what was sent, or whose ID has another server_id.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+run:
+  description: The token of this run, in every probe's body and Message-ID.
+  returned: always
+  type: str
+  sample: 3f2a9c1e
+sent:
+  description: Number of probes the gateway accepted.
+  returned: always
+  type: int
+  sample: 20
+"""
+
+import hashlib
+import os
+import smtplib
+import ssl
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import ArchiveApi, ArchiveApiError
+
+TAI64_EPOCH = 2 ** 62 + 10
+FILLER = b"The quick brown fox jumps over the lazy dog while the archive keeps every byte. "
+
+
+def make_probe(run, number, sender, recipient, size):
+    message_id = "<probe-%s-%d@mailarchive.invalid>" % (run, number)
+    head = (
+        "From: %s\r\nTo: %s\r\nSubject: [mailarchive probe] %s %d\r\nMessage-ID: %s\r\n"
+        "Date: %s\r\nX-Mailarchive-Probe: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        % (sender, recipient, run, number, message_id, time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()), run)
+    ).encode("ascii")
+    body = ("probe token mailarchiveprobe%s number %d\r\n" % (run, number)).encode("ascii")
+    while len(head) + len(body) < size:
+        body += FILLER + b"\r\n"
+    return message_id, head + body
+
+
+def id_time(archive_id):
+    return int(archive_id[0:16], 16) - TAI64_EPOCH + int(archive_id[16:24], 16) / 1e9
+
+
+def percentile(values, fraction):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))], 3)
+
+
+def send(params, probes):
+    client = smtplib.SMTP(params["gateway"], params["port"], timeout=30)
+    try:
+        client.ehlo("delivery-check.invalid")
+        if params["starttls"] and client.has_extn("starttls"):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            client.starttls(context=context)
+            client.ehlo("delivery-check.invalid")
+        for probe in probes:
+            client.sendmail(params["sender"], [params["recipient"]], probe["raw"])
+            probe["sent_at"] = time.time()
+    finally:
+        try:
+            client.quit()
+        except smtplib.SMTPException:
+            pass
+
+
+def collect(params, workers, probes, run):
+    """Poll every worker until each probe is found or the timeout passes."""
+    by_mid = dict((p["message_id"], p) for p in probes)
+    deadline = time.time() + params["timeout"]
+    errors = {}
+    while True:
+        found = dict((mid, []) for mid in by_mid)
+        for worker in workers:
+            try:
+                results = worker["api"].search("mailarchiveprobe%s" % run)
+                errors.pop(worker["name"], None)
+            except ArchiveApiError as exc:
+                errors[worker["name"]] = str(exc)
+                continue
+            for row in results:
+                if row["message_id"] in found:
+                    found[row["message_id"]].append((worker, row))
+        if all(found.values()) or time.time() > deadline:
+            return found, errors
+        time.sleep(0.5)
+
+
+def run_check(module):
+    params = module.params
+    run = os.urandom(4).hex()
+    workers = []
+    for spec in params["workers"]:
+        token = spec.get("token") or params["api_token"]
+        if not token:
+            module.fail_json(msg="worker %s: no API token (set workers[].token or api_token)" % spec["name"])
+        workers.append(dict(spec, api=ArchiveApi(spec["name"], spec["url"], token, params["api_timeout"])))
+    probes = []
+    for number in range(params["count"]):
+        message_id, raw = make_probe(run, number, params["sender"], params["recipient"], params["size"])
+        probes.append({"message_id": message_id, "raw": raw, "sha256": hashlib.sha256(raw).hexdigest()})
+    try:
+        send(params, probes)
+    except (smtplib.SMTPException, OSError) as exc:
+        module.fail_json(msg="sending probes to %s:%d failed after %d of %d: %s" % (
+            params["gateway"], params["port"], sum(1 for p in probes if "sent_at" in p), len(probes), exc), changed=False)
+    found, errors = collect(params, workers, probes, run)
+    results, lost, duplicated, mismatched, latencies = [], [], [], [], []
+    spread = dict((w["name"], 0) for w in workers)
+    for probe in probes:
+        copies = found[probe["message_id"]]
+        entry = {"message_id": probe["message_id"], "copies": len(copies), "worker": None, "archive_id": None,
+                 "server_id_ok": None, "sha256_ok": None, "latency": None}
+        if not copies:
+            lost.append(probe["message_id"])
+        elif len(copies) > 1:
+            duplicated.append(probe["message_id"])
+        if copies:
+            worker, row = copies[0]
+            spread[worker["name"]] += 1
+            entry.update(worker=worker["name"], archive_id=row["id"],
+                         server_id_ok=int(row["id"][24:26], 16) == worker["server_id"],
+                         sha256_ok=row["sha256"] == probe["sha256"] and row["size"] == len(probe["raw"]),
+                         latency=round(id_time(row["id"]) - probe["sent_at"], 3))
+            latencies.append(entry["latency"])
+            if not (entry["server_id_ok"] and entry["sha256_ok"]):
+                mismatched.append(probe["message_id"])
+        results.append(entry)
+    receiving = sum(1 for count in spread.values() if count)
+    result = {
+        "changed": False, "run": run, "sent": len(probes), "probes": results, "spread": spread,
+        "latency": {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+                    "max": max(latencies) if latencies else None},
+        "lost": lost, "duplicated": duplicated, "mismatched": mismatched, "api_errors": sorted(errors.values()),
+    }
+    failures = []
+    if lost:
+        failures.append("%d lost: %s" % (len(lost), ", ".join(lost)))
+    if duplicated:
+        failures.append("%d duplicated: %s" % (len(duplicated), ", ".join(duplicated)))
+    if mismatched:
+        failures.append("%d stored with other bytes or server_id: %s" % (len(mismatched), ", ".join(mismatched)))
+    if receiving < params["min_workers"]:
+        failures.append("only %d workers received probes, expected at least %d" % (receiving, params["min_workers"]))
+    if failures:
+        if errors:
+            failures.append("API errors: " + "; ".join(sorted(errors.values())))
+        module.fail_json(msg="delivery check via %s: %s" % (params["gateway"], "; ".join(failures)), **result)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            gateway=dict(type="str", required=True),
+            port=dict(type="int", default=25),
+            recipient=dict(type="str", default="archive@archive-gw.example.com"),
+            sender=dict(type="str", default="delivery-check@mailarchive.invalid"),
+            count=dict(type="int", default=20),
+            size=dict(type="int", default=2000),
+            timeout=dict(type="float", default=60),
+            min_workers=dict(type="int", default=1),
+            starttls=dict(type="bool", default=True),
+            workers=dict(type="list", elements="dict", required=True, options=dict(
+                name=dict(type="str", required=True),
+                url=dict(type="str", required=True),
+                server_id=dict(type="int", required=True),
+                token=dict(type="str", no_log=True),
+            )),
+            api_token=dict(type="str", no_log=True),
+            api_timeout=dict(type="float", default=5),
+        ),
+        supports_check_mode=True,
+    )
+    if module.check_mode:
+        module.exit_json(changed=False, run="", sent=0, probes=[], spread={}, latency={}, lost=[], duplicated=[],
+                         mismatched=[], api_errors=[])
+    run_check(module)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Send messages by real SMTP and find them again through the store APIs."""
+
+import hashlib
+import json
+import os
+import smtplib
+import ssl
+import time
+import urllib.request
+
+
+def make_messages(tag, count, size=3000):
+    messages = []
+    for number in range(count):
+        head = (f"From: sender{number}@customer.example\r\nTo: archive@archive-gw.example.com\r\n"
+                f"Subject: molecule {tag} {number}\r\nMessage-ID: <{tag}-{number}@molecule.test>\r\n\r\n").encode()
+        body = f"token{tag} {number}\r\n".encode() + os.urandom(size // 2).hex().encode() + b"\r\n"
+        messages.append(head + body)
+    return messages
+
+
+def send(gateway_ip, recipient, messages):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP(gateway_ip, 25, timeout=30) as client:
+        client.starttls(context=context)
+        for raw in messages:
+            client.sendmail("journal@customer.example", [recipient], raw)
+
+
+def search(site, worker, query):
+    request = urllib.request.Request(f"{site.api(worker)}/api/v1/search?q={query}&limit=1000",
+                                     headers={"Authorization": f"Bearer {site.token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["results"]
+
+
+def wait_archived(site, tag, messages, timeout=90, workers=None):
+    """Return {sha256: [(worker, row)]} once every message is found, or at the timeout."""
+    wanted = {hashlib.sha256(raw).hexdigest() for raw in messages}
+    deadline = time.time() + timeout
+    while True:
+        found = {}
+        for worker in workers or site.workers:
+            try:
+                rows = search(site, worker, f"token{tag}")
+            except OSError:
+                continue
+            for row in rows:
+                found.setdefault(row["sha256"], []).append((worker, row))
+        if wanted <= set(found) or time.time() > deadline:
+            return wanted, found
+        time.sleep(1)

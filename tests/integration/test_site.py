@@ -1,0 +1,173 @@
+"""What a person would check on the deployed site, through real DNS and SMTP."""
+
+import os
+import re
+import smtplib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import RUNNER, SCENARIO
+from mailflow import make_messages, send, wait_archived
+
+ROOT = Path(__file__).resolve().parents[2]
+MANY = 100 if SCENARIO == "cluster" else 20
+
+
+@pytest.mark.parametrize("name", RUNNER.get_hosts("dns"))
+def test_dns_serves_one_equal_mx_per_worker(host, name, site):
+    if host.backend.host != name:
+        pytest.skip("checked on the DNS host")
+    out = host.check_output(f"dig +noall +answer MX {site.archive_domain} @{site.ip[name]}")
+    records = sorted(re.findall(r"\s(\d+)\s+IN\s+MX\s+(\d+)\s+(\S+)\.", out))
+    assert [r[2] for r in records] == [f"{w}.example.com" for w in site.workers]
+    assert {r[1] for r in records} == {"10"}
+    assert {r[0] for r in records} == {"3600"}
+
+
+testinfra_hosts = RUNNER.get_hosts("all")
+
+
+def test_services_run_and_listen(host, site):
+    name = host.backend.host
+    if name in site.workers:
+        assert host.service("postfix").is_running
+        assert host.service("archive-store").is_running
+        assert host.socket("tcp://0.0.0.0:25").is_listening
+        assert host.socket("tcp://0.0.0.0:8025").is_listening
+        for secret in ("store.key", "license", "api.token"):
+            f = host.file(f"/etc/archive-store/{secret}")
+            assert f.mode == 0o600 and f.user == "archive-store", secret
+        assert host.process.get(comm="python3").user == "archive-store"
+    elif name in site.gateways:
+        assert host.service("postfix").is_running
+        assert host.socket("tcp://0.0.0.0:25").is_listening
+    else:
+        assert host.service("named").is_running
+
+
+GATEWAY_SETTINGS = {
+    "smtpd_banner": "$myhostname ESMTP",
+    "biff": "no",
+    "compatibility_level": "3.6",
+    "smtpd_tls_cert_file": "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+    "smtpd_tls_key_file": "/etc/ssl/private/ssl-cert-snakeoil.key",
+    "smtpd_tls_security_level": "may",
+    "smtp_tls_CApath": "/etc/ssl/certs",
+    "smtp_tls_security_level": "may",
+    "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
+    "myhostname": "archive-gw.example.com",
+    "alias_maps": "hash:/etc/aliases",
+    "alias_database": "hash:/etc/aliases",
+    "mynetworks": "127.0.0.0/8",
+    "inet_protocols": "ipv4",
+    "smtpd_recipient_restrictions": "check_recipient_access hash:/etc/postfix/domains, reject",
+    "virtual_alias_maps": "hash:/etc/postfix/virtual",
+    "virtual_mailbox_domains": "",
+    "virtual_mailbox_base": "/var/mail",
+    "message_size_limit": "50000000",
+    "smtp_connection_cache_on_demand": "no",
+    "smtp_connect_timeout": "5s",
+    "smtp_mx_session_limit": "5",
+}
+
+
+def test_gateway_postconf_matches_the_documented_settings(host, site):
+    if host.backend.host not in site.gateways:
+        pytest.skip("gateway only")
+    lines = host.check_output("postconf -n").splitlines()
+    found = dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "") for line in lines)
+    assert {k: found.get(k) for k in GATEWAY_SETTINGS} == GATEWAY_SETTINGS
+    assert host.check_output("postmap -q archive@archive-gw.example.com hash:/etc/postfix/virtual") == "archive@archive.example.com"
+
+
+def test_mail_is_archived_once_byte_identical_and_spread(site):
+    tag = f"flow{int(time.time())}"
+    messages = make_messages(tag, MANY)
+    send(site.ip[site.gateways[0]], site.journal_address, messages)
+    wanted, found = wait_archived(site, tag, messages)
+    assert wanted - set(found) == set(), "lost"
+    assert [s for s, copies in found.items() if len(copies) > 1] == [], "duplicated"
+    for copies in found.values():
+        worker, row = copies[0]
+        assert int(row["id"][24:26], 16) == site.server_id[worker]
+    spread = {w: sum(1 for c in found.values() if c[0][0] == w) for w in site.workers}
+    print("spread", spread)
+    assert sum(1 for n in spread.values() if n) >= (4 if SCENARIO == "cluster" else 2), spread
+
+
+@pytest.mark.skipif(SCENARIO != "cluster", reason="the cluster scenario stops worker2")
+def test_with_worker2_stopped_mail_lands_on_the_other_four(site):
+    subprocess.run(["docker", "stop", "worker2"], check=True, capture_output=True)
+    try:
+        tag = f"failover{int(time.time())}"
+        messages = make_messages(tag, 50)
+        started = time.time()
+        send(site.ip[site.gateways[0]], site.journal_address, messages)
+        others = [w for w in site.workers if w != "worker2"]
+        wanted, found = wait_archived(site, tag, messages, timeout=60, workers=others)
+        print(f"50 messages with worker2 down archived in {time.time() - started:.1f} s")
+        assert wanted - set(found) == set()
+        assert all(len(c) == 1 for c in found.values())
+    finally:
+        subprocess.run(["docker", "start", "worker2"], check=True, capture_output=True)
+        subprocess.run(["docker", "exec", "worker2", "systemctl", "is-system-running", "--wait"], capture_output=True)
+
+
+def test_gateway_is_not_an_open_relay(site):
+    with smtplib.SMTP(site.ip[site.gateways[0]], 25, timeout=30) as client:
+        client.ehlo("attacker.example")
+        client.mail("spam@attacker.example")
+        for rcpt in ("victim@other.example", "postmaster@archive.example.com", "someone@archive-gw.example.com",
+                     "victim%other.example@archive-gw.example.com", "@archive-gw.example.com:victim@other.example"):
+            code, reply = client.rcpt(rcpt)
+            assert 500 <= code < 600, (rcpt, code, reply)
+
+
+def test_over_50_mb_is_refused_with_552(site):
+    gateway = site.ip[site.gateways[0]]
+    with smtplib.SMTP(gateway, 25, timeout=60) as client:
+        client.ehlo("big.example")
+        code, reply = client.mail("big@customer.example", ["SIZE=50000001"])
+        assert code == 552, reply
+    # And without a SIZE declaration: postfix counts the bytes and refuses at the end of DATA.
+    with smtplib.SMTP(gateway, 25, timeout=120) as client:
+        client.helo("big.example")
+        assert client.mail("big@customer.example")[0] == 250
+        assert client.rcpt(site.journal_address)[0] == 250
+        line = b"x" * 998 + b"\r\n"
+        raw = b"Subject: too big\r\n\r\n" + line * 51_000  # 51 MB on the wire, ~50.9 MB as postfix counts
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            client.data(raw)
+        assert err.value.smtp_code == 552
+
+
+def test_workers_refuse_smtp_from_non_gateway_addresses(site):
+    for worker in site.workers[:2]:
+        with smtplib.SMTP(site.ip[worker], 25, timeout=30) as client:
+            client.ehlo("not-a-gateway.example")
+            client.mail("x@customer.example")
+            code, reply = client.rcpt(f"archive@{site.archive_domain}")
+            assert code == 554 and b"Access denied" in reply, (worker, code, reply)
+
+
+def test_every_worker_verifies_its_whole_store(host, site):
+    if host.backend.host not in site.workers:
+        pytest.skip("workers only")
+    out = host.run("PYTHONPATH=/usr/lib/archive-store python3 -m archive_store -c /etc/archive-store/store.conf verify --all")
+    assert out.rc == 0, out.stdout + out.stderr
+    assert re.search(r"verified \d+ messages: \d+ ok, 0 failed", out.stdout)
+
+
+def test_verify_playbook_proves_the_site(site):
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "playbooks" / "verify.yml"),
+         "-e", f"verify_min_workers={min(4, len(site.workers))}"],
+        capture_output=True, text=True, cwd=ROOT,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert re.search(r"delivery via archive-gw: ok, 20 sent, 0 lost, 0 duplicated, 0 altered", proc.stdout)
+    assert "MX archive.example.com: ok" in proc.stdout

@@ -139,9 +139,8 @@ def test_over_50_mb_is_refused_with_552(site):
         assert client.rcpt(site.journal_address)[0] == 250
         line = b"x" * 998 + b"\r\n"
         raw = b"Subject: too big\r\n\r\n" + line * 51_000  # 51 MB on the wire, ~50.9 MB as postfix counts
-        with pytest.raises(smtplib.SMTPDataError) as err:
-            client.data(raw)
-        assert err.value.smtp_code == 552
+        code, reply = client.data(raw)
+        assert code == 552, reply
 
 
 def test_workers_refuse_smtp_from_non_gateway_addresses(site):

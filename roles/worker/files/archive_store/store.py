@@ -27,7 +27,7 @@ from archive_store.config import Config
 from archive_store.crypto import Keyring
 from archive_store.errors import IntegrityError, StoreError
 from archive_store.index import Index
-from archive_store.objects import ObjectStore, fsync_dir, fsync_dirs
+from archive_store.objects import ObjectStore, fsync_dir
 from archive_store.parse import extract
 from archive_store.spool import Arrival
 
@@ -134,7 +134,7 @@ class Store:
             outcomes.append(Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], len(blob), "stored"))
         if blobs:
             self._write_intent([archive_id for archive_id, _ in blobs])
-            fsync_dirs([self.objects.write(archive_id, blob) for archive_id, blob in blobs])
+            self.objects.write_many(blobs)
         if arrival_rows:
             self.index.commit_batch(new_rows, arrival_rows)
         if blobs:

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Search benchmark: load N messages into one store through the store's own
+ingest code (Store.ingest: parse, seal, fsync, index), then time queries.
+
+Prints load rate, p50/p95 of single-word and from:+word queries, and the
+index size as a ratio of the raw size. Resumable: a store already holding
+messages is topped up to N.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "roles" / "worker" / "files"))
+
+from archive_store import config as configuration, crypto  # noqa: E402
+from archive_store.spool import Arrival  # noqa: E402
+from archive_store.store import Store  # noqa: E402
+
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pe", "da", "gu", "zen", "fa", "rix", "bo", "tel"]
+
+
+def vocabulary(rng, size):
+    words = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def setup(base: Path) -> Store:
+    base.mkdir(parents=True, exist_ok=True)
+    conf = base / "store.conf"
+    if not conf.exists():
+        (base / "spool" / "Maildir" / "new").mkdir(parents=True, exist_ok=True)
+        conf.write_text(f"[store]\nserver_id = 9\nhostname = archive.example.com\ndata_dir = {base / 'data'}\n"
+                        f"spool_dir = {base / 'spool' / 'Maildir'}\nlicense_file = {base / 'license'}\n"
+                        f"key_file = {base / 'store.key'}\nbatch_size = 1000\n")
+        crypto.generate(base / "store.key")
+    return Store(configuration.load(conf))
+
+
+def message(rng, words, weights, senders, number):
+    subject = " ".join(rng.choices(words, weights, k=rng.randint(3, 8)))
+    body = " ".join(rng.choices(words, weights, k=rng.randint(40, 200)))
+    body = "\r\n".join(body[i:i + 76] for i in range(0, len(body), 76))
+    sender = senders[int(rng.paretovariate(1.2)) % len(senders)]
+    rcpt = rng.choice(senders)
+    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMessage-ID: <bench-{number}@bench.example>\r\n"
+            f"Date: Mon, 02 Mar 2026 10:{number % 60:02d}:00 +0000\r\n\r\n{body}\r\n").encode()
+
+
+def timed(store, queries):
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        store.index.search(query, limit=50)
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.95 * (len(times) - 1))], times[-1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", "--messages", type=int, default=1_000_000)
+    parser.add_argument("--dir", default="/var/tmp/archive-search-bench")
+    parser.add_argument("--queries", type=int, default=300)
+    args = parser.parse_args()
+    rng = random.Random(42)
+    words = vocabulary(rng, 20000)
+    weights = [1 / (rank + 1) for rank in range(len(words))]  # Zipf-like, as in real text
+    senders = [f"{rng.choice(words)}.{rng.choice(words)}@{rng.choice(words)}.example" for _ in range(5000)]
+
+    store = setup(Path(args.dir))
+    have = store.index.stats()["messages"]
+    rng_load = random.Random(have)
+    started = time.time()
+    loaded = 0
+    while have + loaded < args.messages:
+        batch = []
+        for _ in range(min(1000, args.messages - have - loaded)):
+            number = have + loaded + len(batch)
+            batch.append(Arrival(raw=message(rng_load, words, weights, senders, number), spool_name=f"bench-{number}"))
+        store.ingest(batch)
+        loaded += len(batch)
+        if loaded % 50000 == 0:
+            print(f"  loaded {have + loaded} ({loaded / (time.time() - started):.0f} msg/s)", flush=True)
+    if loaded:
+        print(f"loaded {loaded} messages in {time.time() - started:.0f} s ({loaded / (time.time() - started):.0f} msg/s) through Store.ingest")
+    stats = store.index.stats()
+    db = store.config.db_path
+    index_bytes = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    objects_bytes = stats["stored_bytes"]
+
+    qrng = random.Random(7)
+    common = words[:50]
+    middle = words[500:5000]
+    rare = words[10000:]
+    single = [qrng.choice(common) for _ in range(args.queries // 3)] + \
+             [qrng.choice(middle) for _ in range(args.queries // 3)] + [qrng.choice(rare) for _ in range(args.queries // 3)]
+    from_word = [f"from:{qrng.choice(senders[:500])} {qrng.choice(middle)}" for _ in range(args.queries // 2)] + \
+                [f"from:{qrng.choice(senders[:500])} {qrng.choice(common)}" for _ in range(args.queries // 2)]
+    timed(store, single[:20])  # warm the page cache the way a running server is warm
+    print(f"store: {stats['messages']} messages, raw {stats['raw_bytes'] / 1e9:.2f} GB, "
+          f"objects {objects_bytes / 1e9:.2f} GB, index {index_bytes / 1e9:.2f} GB "
+          f"(index/raw {index_bytes / stats['raw_bytes']:.2f})")
+    for label, queries in (("single word", single), ("from:+word", from_word)):
+        p50, p95, worst = timed(store, queries)
+        print(f"{label:12} ({len(queries)} queries, limit 50): p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {worst:6.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,9 +8,9 @@ are fsynced before the batch's metadata is committed.
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, List, Tuple
+from typing import Iterable, Iterator
 
 from archive_store import ids
 
@@ -25,10 +25,9 @@ class ObjectStore:
         self.root = Path(root)
         self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="object-writer")
 
-    def write_many(self, items: List[Tuple[str, bytes]]) -> None:
-        """Write and fsync every object, then fsync the directories they are in."""
-        directories = list(self._pool.map(lambda item: self.write(*item), items))
-        fsync_dirs(directories)
+    def submit(self, archive_id: str, blob: bytes) -> "Future[Path]":
+        """Write and fsync one object in the writer pool; the future gives its directory."""
+        return self._pool.submit(self.write, archive_id, blob)
 
     def path_for(self, archive_id: str) -> Path:
         return self.root / archive_id[24:26] / archive_id[8:12] / archive_id[12:15] / f"{archive_id}.m"

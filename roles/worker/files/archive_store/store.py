@@ -27,7 +27,7 @@ from archive_store.config import Config
 from archive_store.crypto import Keyring
 from archive_store.errors import IntegrityError, StoreError
 from archive_store.index import Index
-from archive_store.objects import ObjectStore, fsync_dir
+from archive_store.objects import ObjectStore, fsync_dir, fsync_dirs
 from archive_store.parse import extract
 from archive_store.spool import Arrival
 
@@ -107,37 +107,42 @@ class Store:
         """Store a batch durably; return one outcome per arrival, in order."""
         now = int(time.time() if now is None else now)
         committed = self.index.known_spool_names(a.spool_name for a in arrivals)
-        outcomes: List[Outcome] = []
-        new_rows: List[dict] = []
-        blobs: List[Tuple[str, bytes]] = []
+        outcomes: List[Optional[Outcome]] = []
+        fresh: List[Tuple[int, str, str, Arrival]] = []  # (outcome slot, id, sha256, arrival)
         by_sha = {}
         arrival_rows = []
+        # Pass 1, cheap: digests, duplicates and the IDs this batch will create.
         for arrival in arrivals:
             if arrival.spool_name in committed:
                 outcomes.append(Outcome(arrival.spool_name, committed[arrival.spool_name], "-", len(arrival.raw), 0, "committed-before"))
                 continue
             sha = hashlib.sha256(arrival.raw).hexdigest()
-            transit = "\n".join(arrival.transit)
-            arrival_rows.append((arrival.spool_name, sha, now, transit))
+            arrival_rows.append((arrival.spool_name, sha, now, "\n".join(arrival.transit)))
             known = by_sha.get(sha) or self.index.rowid_by_sha(sha)
             if known:
-                archive_id = known[1]
-                outcomes.append(Outcome(arrival.spool_name, archive_id, "-", len(arrival.raw), 0, "duplicate"))
+                outcomes.append(Outcome(arrival.spool_name, known[1], "-", len(arrival.raw), 0, "duplicate"))
                 continue
             archive_id = ids.new_id(self.config.server_id)
-            row = self._row(archive_id, sha, arrival, now)
-            blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
-            row["stored_size"] = len(blob)
             by_sha[sha] = (None, archive_id)
-            new_rows.append(row)
-            blobs.append((archive_id, blob))
-            outcomes.append(Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], len(blob), "stored"))
-        if blobs:
-            self._write_intent([archive_id for archive_id, _ in blobs])
-            self.objects.write_many(blobs)
+            fresh.append((len(outcomes), archive_id, sha, arrival))
+            outcomes.append(None)
+        # Pass 2: parse and seal each new message; its write (and fsync) runs
+        # in the writer pool while the next one is parsed.
+        new_rows: List[dict] = []
+        if fresh:
+            self._write_intent([archive_id for _, archive_id, _, _ in fresh])
+            writes = []
+            for slot, archive_id, sha, arrival in fresh:
+                row = self._row(archive_id, sha, arrival, now)
+                blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
+                row["stored_size"] = len(blob)
+                writes.append(self.objects.submit(archive_id, blob))
+                new_rows.append(row)
+                outcomes[slot] = Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], len(blob), "stored")
+            fsync_dirs([write.result() for write in writes])
         if arrival_rows:
             self.index.commit_batch(new_rows, arrival_rows)
-        if blobs:
+        if fresh:
             self.intent.unlink()
         return outcomes
 

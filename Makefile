@@ -10,10 +10,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 LAB := -i inventories/lab
 
-.PHONY: test test-store lint sanity molecule lab lab-down venv images deps-store
+.PHONY: test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
 
 ## make test: every test CI runs
-test: lint test-store molecule
+test: lint test-store test-unit molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
@@ -34,6 +34,10 @@ $(VENV)/.installed: requirements.txt | deps-store
 ## Docker engine and the lab image (debootstrap, no registry).
 images:
 	scripts/build-images.sh
+
+## Module tests against real DNS servers started by the tests.
+test-unit: venv
+	python -m pytest -q -p no:cacheprovider tests/unit
 
 lint: venv
 	yamllint -s .

@@ -10,10 +10,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 LAB := -i inventories/lab
 
-.PHONY: test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
+.PHONY: collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
 
 ## make test: every test CI runs
-test: lint test-store test-unit molecule
+test: lint test-store test-unit collection molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
@@ -38,6 +38,10 @@ images:
 ## Module tests against real DNS servers started by the tests.
 test-unit: venv
 	python -m pytest -q -p no:cacheprovider tests/unit
+
+## Build the tarball, install it, use it by FQCN.
+collection: venv
+	scripts/collection-check.sh
 
 lint: venv
 	yamllint -s .

@@ -13,7 +13,7 @@ LAB := -i inventories/lab
 .PHONY: collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
 
 ## make test: every test CI runs
-test: lint test-store test-unit collection molecule
+test: lint sanity test-store test-unit collection molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
@@ -42,6 +42,10 @@ test-unit: venv
 ## Build the tarball, install it, use it by FQCN.
 collection: venv
 	scripts/collection-check.sh
+
+## ansible-test sanity from an ansible_collections/mailarchive/cluster path.
+sanity: venv
+	scripts/sanity.sh
 
 lint: venv
 	yamllint -s .

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Ingest benchmark on the running lab (make lab): piler's smtp-source load.
 
 1. Ceiling: smtp-source into smtp-sink (no storage), worker1 -> archive-gw:2525.

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Search benchmark: load N messages into one store through the store's own
 ingest code (Store.ingest: parse, seal, fsync, index), then time queries.
 
@@ -8,7 +7,6 @@ messages is topped up to N.
 """
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -28,7 +26,7 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pe", "da", "gu", 
 def vocabulary(rng, size):
     words = set()
     while len(words) < size:
-        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))))
+        words.add("".join(rng.choice(SYLLABLES) for _n in range(rng.randint(2, 4))))
     return sorted(words)
 
 
@@ -73,7 +71,7 @@ def main():
     rng = random.Random(42)
     words = vocabulary(rng, 20000)
     weights = [1 / (rank + 1) for rank in range(len(words))]  # Zipf-like, as in real text
-    senders = [f"{rng.choice(words)}.{rng.choice(words)}@{rng.choice(words)}.example" for _ in range(5000)]
+    senders = [f"{rng.choice(words)}.{rng.choice(words)}@{rng.choice(words)}.example" for _n in range(5000)]
 
     store = setup(Path(args.dir))
     have = store.index.stats()["messages"]
@@ -82,7 +80,7 @@ def main():
     loaded = 0
     while have + loaded < args.messages:
         batch = []
-        for _ in range(min(1000, args.messages - have - loaded)):
+        for _n in range(min(1000, args.messages - have - loaded)):
             number = have + loaded + len(batch)
             batch.append(Arrival(raw=message(rng_load, words, weights, senders, number), spool_name=f"bench-{number}"))
         store.ingest(batch)
@@ -100,10 +98,10 @@ def main():
     common = words[:50]
     middle = words[500:5000]
     rare = words[10000:]
-    single = [qrng.choice(common) for _ in range(args.queries // 3)] + \
-             [qrng.choice(middle) for _ in range(args.queries // 3)] + [qrng.choice(rare) for _ in range(args.queries // 3)]
-    from_word = [f"from:{qrng.choice(senders[:500])} {qrng.choice(middle)}" for _ in range(args.queries // 2)] + \
-                [f"from:{qrng.choice(senders[:500])} {qrng.choice(common)}" for _ in range(args.queries // 2)]
+    single = [qrng.choice(common) for _n in range(args.queries // 3)] + \
+             [qrng.choice(middle) for _n in range(args.queries // 3)] + [qrng.choice(rare) for _n in range(args.queries // 3)]
+    from_word = [f"from:{qrng.choice(senders[:500])} {qrng.choice(middle)}" for _n in range(args.queries // 2)] + \
+                [f"from:{qrng.choice(senders[:500])} {qrng.choice(common)}" for _n in range(args.queries // 2)]
     timed(store, single[:20])  # warm the page cache the way a running server is warm
     print(f"store: {stats['messages']} messages, raw {stats['raw_bytes'] / 1e9:.2f} GB, "
           f"objects {objects_bytes / 1e9:.2f} GB, index {index_bytes / 1e9:.2f} GB "

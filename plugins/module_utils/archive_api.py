@@ -9,14 +9,10 @@ __metaclass__ = type
 
 import json
 import socket
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
 
-try:
-    from urllib.error import HTTPError, URLError
-    from urllib.parse import quote
-    from urllib.request import Request, urlopen
-except ImportError:  # pragma: no cover - Python 2 is not supported by the store
-    HTTPError = URLError = Exception
-    quote = Request = urlopen = None
+from ansible.module_utils.urls import open_url
 
 
 class ArchiveApiError(Exception):
@@ -31,9 +27,9 @@ class ArchiveApi(object):
         self.timeout = timeout
 
     def _get(self, path):
-        request = Request(self.url + path, headers={"Authorization": "Bearer " + self.token})
         try:
-            response = urlopen(request, timeout=self.timeout)
+            response = open_url(self.url + path, headers={"Authorization": "Bearer " + self.token},
+                                timeout=self.timeout, follow_redirects="none")
             try:
                 return response.read()
             finally:

@@ -20,7 +20,7 @@ description:
   - Probes carry the header C(X-Mailarchive-Probe) and the subject prefix C([mailarchive probe]), so they are easy
     to tell apart from real mail; they are kept under the archive's retention like any other message.
 author:
-  - mailarchive.cluster maintainers
+  - mailarchive.cluster maintainers (@mailarchive)
 extends_documentation_fragment:
   - mailarchive.cluster.archive_api
 attributes:
@@ -29,6 +29,7 @@ attributes:
     description: In check mode nothing is sent and no probe is looked for.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to show.
 options:
   gateway:
     description: Address or name of the gateway to send the probes to.

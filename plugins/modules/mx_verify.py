@@ -17,7 +17,7 @@ description:
     nameservers) and optionally checks that every MX host answers SMTP on port 25 and offers STARTTLS.
   - A read-only probe, it never changes anything and never reports changed.
 author:
-  - mailarchive.cluster maintainers
+  - mailarchive.cluster maintainers (@mailarchive)
 requirements:
   - dnspython >= 2.0 on the host that runs the module
 attributes:
@@ -26,6 +26,7 @@ attributes:
     description: The module only reads, so check mode runs the same checks.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to show.
 options:
   domain:
     description: The domain whose MX records are checked, for example V(archive.example.com).
@@ -208,7 +209,7 @@ def check_smtp_host(name, address, timeout):
         client = smtplib.SMTP(timeout=timeout)
         code, banner = client.connect(address, 25)
         result["banner"] = "%d %s" % (code, banner.decode("utf-8", "replace"))
-        code, _ = client.ehlo("mx-verify.invalid")
+        code = client.ehlo("mx-verify.invalid")[0]
         if code != 250:
             result["error"] = "%s:25 answered EHLO with %d" % (short, code)
         result["starttls"] = client.has_extn("starttls")

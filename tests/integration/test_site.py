@@ -113,7 +113,7 @@ def test_with_worker2_stopped_mail_lands_on_the_other_four(site):
         assert all(len(c) == 1 for c in found.values())
     finally:
         subprocess.run(["docker", "start", "worker2"], check=True, capture_output=True)
-        subprocess.run(["docker", "exec", "worker2", "systemctl", "is-system-running", "--wait"], capture_output=True)
+        subprocess.run(["docker", "exec", "worker2", "systemctl", "is-system-running", "--wait"], capture_output=True, check=False)
 
 
 def test_gateway_is_not_an_open_relay(site):
@@ -164,7 +164,7 @@ def test_verify_playbook_proves_the_site(site):
     proc = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "playbooks" / "verify.yml"),
          "-e", f"verify_min_workers={min(4, len(site.workers))}"],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True, text=True, cwd=ROOT, check=False,
         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

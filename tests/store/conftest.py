@@ -78,7 +78,7 @@ class StoreEnv:
         env = dict(os.environ, PYTHONPATH=str(STORE_SRC))
         proc = subprocess.run(
             [sys.executable, "-m", "archive_store", "-c", str(self.conf_path), *args],
-            env=env, capture_output=True, **kw,
+            env=env, capture_output=True, check=False, **kw,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"archive_store {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")

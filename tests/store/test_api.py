@@ -31,7 +31,7 @@ def served(env):
         env=dict(os.environ, PYTHONPATH=str(STORE_SRC)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{env.port}"
-    for _ in range(100):
+    for _n in range(100):
         try:
             urllib.request.urlopen(base + "/health", timeout=1)
             break
@@ -64,17 +64,17 @@ def test_served_store_ingests_and_answers_search_and_fetch(served):
     env, base = served
     raw = b"Message-ID: <api-probe-1@test>\r\nSubject: probe via api\r\n\r\nzebra\r\n"
     env.deliver(raw)
-    for _ in range(100):
-        _, body = _get(base + "/api/v1/search?q=msgid:api-probe-1@test", env.token)
+    for _n in range(100):
+        body = _get(base + "/api/v1/search?q=msgid:api-probe-1@test", env.token)[1]
         results = json.loads(body)["results"]
         if results:
             break
         time.sleep(0.1)
     [row] = results
     assert row["sha256"] == hashlib.sha256(raw).hexdigest()
-    _, body = _get(base + f"/api/v1/messages/{row['id']}/raw", env.token)
+    body = _get(base + f"/api/v1/messages/{row['id']}/raw", env.token)[1]
     assert body == raw
-    _, body = _get(base + f"/api/v1/messages/{row['id']}?raw=1", env.token)
+    body = _get(base + f"/api/v1/messages/{row['id']}?raw=1", env.token)[1]
     assert base64.b64decode(json.loads(body)["raw_b64"]) == raw
     stats = json.loads(_get(base + "/api/v1/stats", env.token)[1])
     assert stats["messages"] == 1 and stats["spool_backlog"] == 0 and stats["server_id"] == 0

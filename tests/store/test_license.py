@@ -80,7 +80,7 @@ def test_expiry_warning_within_30_days():
 
 def test_invalid_license_refuses_ingest_and_keeps_the_spool(env):
     env.license_path.write_text(license_line(0, expiry=int(time.time()) - 60) + "\n")
-    names = {env.deliver(b"Subject: waiting\r\n\r\nx\r\n") for _ in range(3)}
+    names = {env.deliver(b"Subject: waiting\r\n\r\nx\r\n") for _n in range(3)}
     proc = env.cli("drain", check=False)
     assert proc.returncode == 3
     stderr = proc.stderr.decode().strip()

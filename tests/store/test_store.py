@@ -105,7 +105,8 @@ def test_malformed_mail_is_stored_and_what_can_be_indexed_is(env):
         b"\x00\x01\x02 not a mail at all",
         b"Subject: \xff\xfe 8bit header\r\nFrom: \xe9t\xe9 <x@y>\r\n\r\nbody with NUL \x00 inside\r\n",
         b"Subject: long line\r\n\r\n" + b"x" * 100_000 + b"\r\n",
-        b"Content-Type: multipart/mixed; boundary=never\r\nSubject: unterminated\r\n\r\n--never\r\nContent-Type: text/plain; charset=bogus-charset\r\n\r\nhello\r\n",
+        b"Content-Type: multipart/mixed; boundary=never\r\nSubject: unterminated\r\n\r\n"
+        b"--never\r\nContent-Type: text/plain; charset=bogus-charset\r\n\r\nhello\r\n",
         nested,
     ]
     store = env.store()
@@ -125,7 +126,9 @@ def test_search_operators(env):
         Arrival(raw=b"From: carol@other.example\r\nTo: alice@corp.example\r\nSubject: lunch\r\n"
                     b"Date: Wed, 03 Jul 2024 10:00:00 +0000\r\n\r\nbudget is fine\r\n", spool_name="2"),
     ])
-    subjects = lambda q: sorted(r["subject"] for r in store.index.search(q))  # noqa: E731
+    def subjects(query):
+        return sorted(r["subject"] for r in store.index.search(query))
+
     assert subjects("budget") == ["lunch", "quarterly budget"]
     assert subjects("from:alice@corp.example budget") == ["quarterly budget"]
     assert subjects("to:alice@corp.example") == ["lunch"]
@@ -208,9 +211,31 @@ def test_export_eml_and_mbox(env, tmp_path):
 
 
 def test_ids_are_time_ordered_and_carry_server_id():
-    made = [ids.new_id(7) for _ in range(1000)]
+    made = [ids.new_id(7) for _n in range(1000)]
     assert made == sorted(made) and len(set(made)) == 1000
     assert all(ids.server_id_of(i) == 7 and len(i) == 36 for i in made)
     assert abs(ids.unix_time_of(made[0]) - time.time()) < 5
     with pytest.raises(ValueError):
         ids.new_id(256)
+
+
+def test_single_part_fast_path_indexes_exactly_what_the_full_parser_does():
+    import dataclasses
+
+    from archive_store import parse
+
+    raws = [p.read_bytes() for p in corpus_files()] + [
+        b"Subject: a\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n",
+        b"Subject: q\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nd=E9j=E0 vu\r\n",
+        b"Subject: h\r\nContent-Type: text/html\r\n\r\n<p>hi <b>there</b></p>\r\n",
+        b"Subject: no body",
+    ]
+    fast_parse = parse._parse
+    for raw in raws:
+        fast = dataclasses.asdict(parse.extract(raw))
+        parse._parse = lambda data: email.message_from_bytes(data, policy=email.policy.compat32)
+        try:
+            full = dataclasses.asdict(parse.extract(raw))
+        finally:
+            parse._parse = fast_parse
+        assert fast == full, raw[:60]

@@ -67,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, token = header.partition(" ")[::2]
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("ascii", "replace"), self.server.token)
 
     def do_GET(self):  # noqa: N802 (http.server's naming)

@@ -32,15 +32,14 @@ class Parsed:
 
     @property
     def attachment_names(self) -> str:
-        return " ".join(name for name, _, _ in self.attachments)
+        return " ".join(attachment[0] for attachment in self.attachments)
 
 
 def body_of(raw: bytes) -> bytes:
     """The bytes after the blank line that ends the header section."""
-    candidates = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    if not candidates:
+    cut = _header_end(raw)
+    if cut < 0:
         return b""
-    cut = min(candidates)
     return raw[cut + (4 if raw[cut:cut + 4] == b"\r\n\r\n" else 2):]
 
 
@@ -110,10 +109,32 @@ def _decode(payload: bytes, charset: Optional[str]) -> str:
     return payload.decode("latin-1")
 
 
+def _header_end(raw: bytes) -> int:
+    """Offset of the blank line ending the headers, or -1."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def _parse(raw: bytes):
+    """Parse headers always, the body only when it has MIME structure.
+
+    email's feedparser walks a body line by line; a single-part body (most
+    journal mail, and every benchmark message) is decoded from the bytes
+    instead, which is several times faster and gives the same text.
+    """
+    cut = _header_end(raw)
+    if cut > 0:
+        msg = email.message_from_bytes(raw[:cut] + b"\n\n", policy=email.policy.compat32)
+        if not msg.get_content_maintype() in ("multipart", "message") and not msg.defects:
+            msg.set_payload(body_of(raw).decode("ascii", "surrogateescape"))
+            return msg
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
 def extract(raw: bytes, body_limit: int = 262144) -> Parsed:
     parsed = Parsed(body_sha256=hashlib.sha256(body_of(raw)).hexdigest())
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        msg = _parse(raw)
     except Exception as exc:  # the parser gave up entirely: headers stay unindexed
         parsed.parse_error = f"{type(exc).__name__}: {exc}"[:200]
         return parsed

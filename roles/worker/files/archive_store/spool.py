@@ -48,7 +48,7 @@ def _leading_header(data: bytes, start: int):
         if end >= len(data) or data[end:end + 1] not in (b" ", b"\t"):
             break
     text = data[start:end]
-    name, colon, _ = text.partition(b":")
+    name, colon = text.partition(b":")[:2]
     if not colon or not name or b" " in name:
         return None
     return name.strip().lower(), text, end

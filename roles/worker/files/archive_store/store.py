@@ -55,7 +55,7 @@ def _pack(meta: dict, raw: bytes) -> bytes:
 
 
 def _unpack(payload: bytes) -> Tuple[dict, bytes]:
-    head, _, raw = payload.partition(b"\n")
+    head, raw = payload.partition(b"\n")[::2]
     return json.loads(head), raw
 
 
@@ -130,7 +130,7 @@ class Store:
         # in the writer pool while the next one is parsed.
         new_rows: List[dict] = []
         if fresh:
-            self._write_intent([archive_id for _, archive_id, _, _ in fresh])
+            self._write_intent([entry[1] for entry in fresh])
             writes = []
             for slot, archive_id, sha, arrival in fresh:
                 row = self._row(archive_id, sha, arrival, now)

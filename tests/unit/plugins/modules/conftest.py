@@ -70,7 +70,7 @@ def run_module(name, args, check=False):
                ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     cmd = ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-m", f"mailarchive.cluster.{name}",
            "-a", json.dumps(args)] + (["--check"] if check else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     out = json.loads(proc.stdout)
     return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
 

@@ -126,6 +126,7 @@ def test_search_operators(env):
         Arrival(raw=b"From: carol@other.example\r\nTo: alice@corp.example\r\nSubject: lunch\r\n"
                     b"Date: Wed, 03 Jul 2024 10:00:00 +0000\r\n\r\nbudget is fine\r\n", spool_name="2"),
     ])
+
     def subjects(query):
         return sorted(r["subject"] for r in store.index.search(query))
 

@@ -8,6 +8,8 @@ STORE_DEBS := python3-zstandard python3-cryptography python3-pytest python3-hypo
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
+# Tests import the store from roles/worker/files: no __pycache__ there to copy to workers.
+export PYTHONDONTWRITEBYTECODE := 1
 LAB := -i inventories/lab
 
 .PHONY: collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+sys.dont_write_bytecode = True  # the store is imported from roles/worker/files, which is copied to workers
+
 ROOT = Path(__file__).resolve().parents[2]
 STORE_SRC = ROOT / "roles" / "worker" / "files"
 CORPUS = ROOT.parent / "shared" / "corpus" / "mime-samples"

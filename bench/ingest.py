@@ -26,9 +26,15 @@ def sh(container, command, check=True):
 
 
 def stats():
+    """The worker's store stats; waits while the API is still starting."""
     request = urllib.request.Request(f"http://{WORKER_IP}:8025/api/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+    for _attempt in range(120):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("worker0's store API did not answer for 12 s")
 
 
 def smtp_source(container, target, count, size, sessions, recipient):
@@ -52,6 +58,8 @@ def main():
     sh(GATEWAY, "pkill smtp-sink", check=False)
     sink_rate = args.messages / sink_s
 
+    while stats()["spool_backlog"] or sh(WORKER, "postqueue -j | head -c1").stdout:
+        time.sleep(1)  # a previous run is still draining
     before = stats()["messages"]
     # Postfix alone: the store is stopped, so the spool fills and postfix's rate is its own.
     sh(WORKER, "systemctl stop archive-store")

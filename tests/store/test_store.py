@@ -240,3 +240,20 @@ def test_single_part_fast_path_indexes_exactly_what_the_full_parser_does():
         finally:
             parse._parse = fast_parse
         assert fast == full, raw[:60]
+
+
+def test_verify_all_does_not_flag_a_batch_that_is_being_written(env):
+    store = env.store()
+    [done] = store.ingest([Arrival(raw=b"Subject: committed\r\n\r\nx\r\n", spool_name="1")])
+    # An ingest in another process has written its intent and an object, not yet its rows.
+    from archive_store import ids
+
+    in_flight = ids.new_id(0)
+    store._write_intent([in_flight])
+    store.objects.write(in_flight, store.keys.seal(in_flight, b"{}\n"))
+    reader = env.store(readonly=True)
+    assert [(i, e) for i, e in reader.verify_all() if e] == []
+    # Once that writer is gone without committing, the orphan is reported (and recover() removes it).
+    store.intent.unlink()
+    assert [i for i, e in reader.verify_all() if e] == [in_flight]
+    assert store.recover() == [] and done.archive_id in store.index.all_ids()

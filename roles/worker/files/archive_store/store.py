@@ -224,8 +224,17 @@ class Store:
                 yield archive_id, str(exc)
         known = set(indexed) | self.purged_ids()
         for archive_id in self.objects.all_ids():
-            if archive_id not in known:
+            if archive_id not in known and not self._in_flight(archive_id):
                 yield archive_id, f"id {archive_id}: object on disk but not in the index (run reindex)"
+
+    def _in_flight(self, archive_id: str) -> bool:
+        """Whether a running ingest wrote this object and has not committed it yet, or just did."""
+        try:
+            if archive_id in self.intent.read_text(encoding="ascii").split():
+                return True
+        except FileNotFoundError:
+            pass
+        return self.index.get(archive_id) is not None
 
     def purged_ids(self) -> set:
         """IDs the audit log says were purged."""

@@ -13,6 +13,7 @@ lines keep older objects readable after a rotation.
 import base64
 import os
 import secrets
+import threading
 from pathlib import Path
 
 import zstandard
@@ -29,8 +30,15 @@ class Keyring:
     def __init__(self, keys: dict, active: str) -> None:
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self.active = active
-        self._compressor = zstandard.ZstdCompressor(level=3)
-        self._decompressor = zstandard.ZstdDecompressor()
+        # zstd (de)compressor objects must not be shared between threads.
+        self._local = threading.local()
+
+    def _zstd(self):
+        local = self._local
+        if not hasattr(local, "compressor"):
+            local.compressor = zstandard.ZstdCompressor(level=3)
+            local.decompressor = zstandard.ZstdDecompressor()
+        return local
 
     @classmethod
     def load(cls, path: Path) -> "Keyring":
@@ -61,7 +69,7 @@ class Keyring:
     def seal(self, archive_id: str, payload: bytes) -> bytes:
         key_id = self.active.encode("ascii")
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self.active].encrypt(nonce, self._compressor.compress(payload), MAGIC + archive_id.encode("ascii"))
+        sealed = self._ciphers[self.active].encrypt(nonce, self._zstd().compressor.compress(payload), MAGIC + archive_id.encode("ascii"))
         return MAGIC + bytes([len(key_id)]) + key_id + nonce + sealed
 
     def open(self, archive_id: str, blob: bytes) -> bytes:
@@ -77,7 +85,7 @@ class Keyring:
             compressed = cipher.decrypt(nonce, blob[5 + id_len + NONCE_BYTES:], MAGIC + archive_id.encode("ascii"))
         except InvalidTag:
             raise IntegrityError(f"object {archive_id}: authentication tag does not verify (corrupt, or moved from another ID)") from None
-        return self._decompressor.decompress(compressed)
+        return self._zstd().decompressor.decompress(compressed)
 
     @staticmethod
     def key_id_of(blob: bytes) -> str:

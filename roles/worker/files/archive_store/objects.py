@@ -8,7 +8,7 @@ are fsynced before the batch's metadata is committed.
 """
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -23,11 +23,8 @@ WRITERS = 8
 class ObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="object-writer")
-
-    def submit(self, archive_id: str, blob: bytes) -> "Future[Path]":
-        """Write and fsync one object in the writer pool; the future gives its directory."""
-        return self._pool.submit(self.write, archive_id, blob)
+        # The ingest's pool: Store runs each new message's seal-and-write in it.
+        self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="object-writer")
 
     def path_for(self, archive_id: str) -> Path:
         return self.root / archive_id[24:26] / archive_id[8:12] / archive_id[12:15] / f"{archive_id}.m"

@@ -126,25 +126,30 @@ class Store:
             by_sha[sha] = (None, archive_id)
             fresh.append((len(outcomes), archive_id, sha, arrival))
             outcomes.append(None)
-        # Pass 2: parse and seal each new message; its write (and fsync) runs
-        # in the writer pool while the next one is parsed.
+        # Pass 2: parse, seal, write and fsync each new message in the worker
+        # pool: hashing, zstd and AES release the GIL, fsync waits on the disk.
         new_rows: List[dict] = []
         if fresh:
             self._write_intent([entry[1] for entry in fresh])
-            writes = []
-            for slot, archive_id, sha, arrival in fresh:
-                row = self._row(archive_id, sha, arrival, now)
-                blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
-                row["stored_size"] = len(blob)
-                writes.append(self.objects.submit(archive_id, blob))
+            prepared = self.objects.pool.map(lambda entry: self._prepare(*entry[1:], now), fresh)
+            directories = []
+            for (slot, archive_id, _sha, arrival), (row, directory) in zip(fresh, prepared):
                 new_rows.append(row)
-                outcomes[slot] = Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], len(blob), "stored")
-            fsync_dirs([write.result() for write in writes])
+                directories.append(directory)
+                outcomes[slot] = Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], row["stored_size"], "stored")
+            fsync_dirs(directories)
         if arrival_rows:
             self.index.commit_batch(new_rows, arrival_rows)
         if fresh:
             self.intent.unlink()
         return outcomes
+
+    def _prepare(self, archive_id: str, sha: str, arrival: Arrival, now: int) -> Tuple[dict, Path]:
+        """Index row and durable object of one new message; returns (row, its directory)."""
+        row = self._row(archive_id, sha, arrival, now)
+        blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
+        row["stored_size"] = len(blob)
+        return row, self.objects.write(archive_id, blob)
 
     def _row(self, archive_id: str, sha: str, arrival: Arrival, now: int, retain_until: Optional[int] = None) -> dict:
         parsed = extract(arrival.raw, self.config.index_body_bytes)

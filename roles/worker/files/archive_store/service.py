@@ -29,6 +29,7 @@ class Ingestor:
         self.duplicates = 0
         self._license_checked = 0.0
         self._license_mtime = None
+        self._removing = set()
 
     def check_license(self, force: bool = False, report: bool = True) -> bool:
         """Re-read the license when it changed or a minute passed; log changes once."""
@@ -60,7 +61,8 @@ class Ingestor:
         """Ingest one batch from the spool; return how many spool files it took."""
         if not self.check_license():
             return 0
-        names = self.spool.pending(self.config.batch_size)
+        limit = self.config.batch_size
+        names = [n for n in self.spool.pending(limit + len(self._removing)) if n not in self._removing][:limit]
         if not names:
             return 0
         arrivals = []
@@ -85,9 +87,19 @@ class Ingestor:
             log.info(outcome.log_line())
             self.stored += outcome.status == "stored"
             self.duplicates += outcome.status == "duplicate"
-        self.spool.remove(a.spool_name for a in arrivals)
+        self._remove_later([a.spool_name for a in arrivals])
         self.last_error = ""
         return len(arrivals)
+
+    def _remove_later(self, names) -> None:
+        """Remove committed spool files in the store's pool while the next batch is read.
+
+        Safe in any order and after any crash: a spool file whose name is in
+        the index already is recognised and removed on the next pass.
+        """
+        self._removing.update(names)
+        future = self.store.objects.pool.submit(self.spool.remove, names)
+        future.add_done_callback(lambda done: self._removing.difference_update(names))
 
     def drain(self) -> int:
         """Ingest until the spool is empty (or ingest is refused)."""

@@ -1,0 +1,83 @@
+"""The roles' preflight assertions fail on wrong inventory variables, naming host and variable."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def preflight(tmp_path, hosts_yaml, tags="worker_preflight,dns_preflight,gateway_preflight"):
+    (tmp_path / "hosts.yml").write_text(textwrap.dedent(hosts_yaml))
+    (tmp_path / "group_vars").mkdir(exist_ok=True)
+    (tmp_path / "group_vars" / "all.yml").write_text(
+        (ROOT / "inventories/production/group_vars/all/main.yml").read_text()
+        + "ansible_connection: local\nansible_become: false\n"
+        + f"ansible_python_interpreter: {sys.executable}\nworker_license_expiry: 2000000000\n"
+    )
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+               ANSIBLE_GATHERING="explicit")
+    proc = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "site.yml", "--tags", tags],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    out = json.loads(proc.stdout)
+    failures = []
+    for play in out["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if result.get("failed"):
+                    failed_items = [item for item in result.get("results", []) if item.get("failed")]
+                    failures += [(host, item.get("msg", "")) for item in failed_items] or [(host, result.get("msg", ""))]
+    return proc.returncode, failures
+
+
+BASE = """
+all:
+  children:
+    dns: {hosts: {ns: {mailarchive_ip: 198.18.99.2}}}
+    gateways: {hosts: {archive-gw: {mailarchive_ip: 198.18.99.10}}}
+    workers:
+      hosts:
+        worker0: {mailarchive_ip: 198.18.99.20, worker_server_id: 0}
+        worker1: {mailarchive_ip: 198.18.99.21, worker_server_id: 1}
+"""
+
+
+def test_a_correct_inventory_passes_preflight(tmp_path):
+    code, failures = preflight(tmp_path, BASE)
+    assert (code, failures) == (0, [])
+
+
+def test_two_workers_with_one_server_id(tmp_path):
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1", "worker_server_id: 0"))
+    assert code != 0
+    assert ("worker0", "worker0: worker_server_id 0 is also used by worker1; every worker needs its own") in failures
+    assert ("worker1", "worker1: worker_server_id 0 is also used by worker0; every worker needs its own") in failures
+
+
+def test_server_id_out_of_range(tmp_path):
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1", "worker_server_id: 300"))
+    assert ("worker1", "worker1: worker_server_id must be an integer 0-255, found 300") in failures
+
+
+def test_expired_license(tmp_path):
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1}", "worker_server_id: 1, worker_license_expiry: 1715143432}"))
+    [(host, msg)] = failures
+    assert host == "worker1" and msg.startswith("worker1: the license expiry 1715143432 (2024-05-08) is past")
+
+
+def test_license_line_with_wrong_server_id(tmp_path):
+    line = "customer=EXAMPLE,expiry=2000000000,server_id=7,max_release=20271231,multitenancy=0,hostname=archive.example.com,ip=0.0.0.0"
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1}", f"worker_server_id: 1, worker_license_line: '{line}'}}"))
+    [(host, msg)] = failures
+    assert host == "worker1" and "server_id=7" in msg and "worker_server_id 1" in msg
+
+
+def test_host_without_an_address(tmp_path):
+    code, failures = preflight(tmp_path, BASE.replace("worker1: {mailarchive_ip: 198.18.99.21, ", "worker1: {"))
+    assert ("ns", "worker1: mailarchive_ip must be the host's IPv4 address, found nothing") in failures

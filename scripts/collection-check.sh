@@ -15,7 +15,7 @@ cd "$out"
 export ANSIBLE_COLLECTIONS_PATH="$out/installed"
 unset ANSIBLE_CONFIG
 export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
-for module in mx_verify delivery_check; do
+for module in mx_verify delivery_check archive_license; do
   ansible-doc "mailarchive.cluster.$module" | grep -q "^> MODULE mailarchive.cluster.$module"
   echo "ansible-doc mailarchive.cluster.$module: ok"
 done

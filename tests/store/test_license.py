@@ -5,7 +5,7 @@ import time
 import pytest
 
 from archive_store import license as licensing
-from archive_store.errors import LicenseError
+from archive_store.license import LicenseError
 
 from conftest import license_line
 

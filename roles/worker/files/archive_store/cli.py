@@ -164,7 +164,7 @@ def cmd_stats(args) -> int:
         lic = licensing.load(conf.license_file, conf.server_id, conf.hostname)
         stats["license"] = lic.as_dict()
         stats["license_error"] = ""
-    except StoreError as exc:
+    except licensing.LicenseError as exc:
         stats["license"] = None
         stats["license_error"] = str(exc)
     print(json.dumps(stats, indent=1, sort_keys=True))
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     )
     try:
         return args.func(args)
-    except StoreError as exc:
+    except (StoreError, licensing.LicenseError) as exc:
         print(f"archive_store: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -5,6 +5,10 @@
 
 Every field is checked; the first problem found raises LicenseError naming
 the field, what was expected and what was found.
+
+This file imports nothing from the store: the collection's archive_license
+module uses the very same code (plugins/module_utils/archive_license.py is a
+link to it), so the playbook and the store never disagree about a license.
 """
 
 import datetime
@@ -18,13 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from archive_store import RELEASE_DATE
-from archive_store.errors import LicenseError
-
+# A license's max_release must not be older than this date (YYYYMMDD).
+RELEASE_DATE = "20261101"
 FIELDS = ("customer", "expiry", "server_id", "max_release", "multitenancy", "hostname", "ip")
 WARN_DAYS = 30
 _CUSTOMER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class LicenseError(ValueError):
+    """The license is missing, malformed or does not fit this worker; str() is one line."""
+
+    def __init__(self, field: str, expected: str, found: str) -> None:
+        self.field = field
+        self.expected = expected
+        self.found = found
+        super().__init__(f"license field {field}: expected {expected}, found {found}")
 
 
 @dataclass(frozen=True)

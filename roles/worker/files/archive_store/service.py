@@ -9,7 +9,8 @@ from typing import Optional
 
 from archive_store import license as licensing
 from archive_store.config import Config
-from archive_store.errors import LicenseError, StoreError
+from archive_store.errors import StoreError
+from archive_store.license import LicenseError
 from archive_store.spool import Maildir, from_postfix
 from archive_store.store import Store
 

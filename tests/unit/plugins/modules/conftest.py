@@ -63,13 +63,13 @@ def dns():
     servers.stop()
 
 
-def run_module(name, args, check=False):
+def run_module(name, args, check=False, diff=False):
     """Run a module of this collection the way Ansible does, and return its JSON result."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
                ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     cmd = ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-m", f"mailarchive.cluster.{name}",
-           "-a", json.dumps(args)] + (["--check"] if check else [])
+           "-a", json.dumps(args)] + (["--check"] if check else []) + (["--diff"] if diff else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     out = json.loads(proc.stdout)
     return out["plays"][0]["tasks"][0]["hosts"]["localhost"]

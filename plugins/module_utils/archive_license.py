@@ -1,0 +1,1 @@
+../../roles/worker/files/archive_store/license.py

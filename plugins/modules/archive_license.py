@@ -153,7 +153,7 @@ def main():
         ),
         mutually_exclusive=[("line", name) for name in PARTS],
         required_one_of=[("line", "customer")],
-        required_by={"customer": PARTS},
+        required_by={"customer": ("expiry", "max_release")},
         add_file_common_args=True,
         supports_check_mode=True,
     )

@@ -1,9 +1,6 @@
 """Real DNS servers on loopback, serving crafted zones, for the module tests."""
 
-import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -13,6 +10,9 @@ from dnslib.server import DNSServer
 from dnslib.zoneresolver import ZoneResolver
 
 ROOT = Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from module_runner import run_module  # noqa: E402
 
 GOOD_ZONE = """
 archive.example.com. 3600 IN MX 10 worker0.example.com.
@@ -61,18 +61,6 @@ def dns():
     servers = Dns()
     yield servers
     servers.stop()
-
-
-def run_module(name, args, check=False, diff=False):
-    """Run a module of this collection the way Ansible does, and return its JSON result."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_PYTHON_INTERPRETER=sys.executable)
-    cmd = ["ansible", "localhost", "-i", "localhost,", "-c", "local", "-m", f"mailarchive.cluster.{name}",
-           "-a", json.dumps(args)] + (["--check"] if check else []) + (["--diff"] if diff else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
-    out = json.loads(proc.stdout)
-    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 @pytest.fixture

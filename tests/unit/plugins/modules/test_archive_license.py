@@ -2,7 +2,7 @@
 
 import os
 
-from conftest import run_module
+from module_runner import run_module
 
 LINE = "customer=EXAMPLE,expiry=2000000000,server_id=2,max_release=20271231,multitenancy=0,hostname=archive.example.com,ip=0.0.0.0"
 PARTS = {"customer": "EXAMPLE", "expiry": 2000000000, "max_release": "20271231", "server_id": 2,

@@ -1,0 +1,73 @@
+"""delivery_check against the running cluster: a good run, a worker down, and a probe the store lost."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SCENARIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from module_runner import ROOT, command, environment, result_of, run_module  # noqa: E402
+
+pytestmark = pytest.mark.skipif(SCENARIO != "cluster", reason="needs the five workers of the cluster scenario")
+
+
+def check_args(site, **over):
+    args = {"gateway": site.ip[site.gateways[0]], "recipient": site.journal_address, "count": 20, "timeout": 60,
+            "api_token": site.token,
+            "workers": [{"name": w, "url": site.api(w), "server_id": site.server_id[w]} for w in site.workers]}
+    args.update(over)
+    return args
+
+
+def docker(*args, check=True):
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def test_good_run_every_probe_once_byte_identical_and_spread(site):
+    result = run_module("delivery_check", check_args(site, min_workers=4))
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is False
+    assert (result["lost"], result["duplicated"], result["mismatched"]) == ([], [], [])
+    assert all(p["sha256_ok"] and p["server_id_ok"] and p["copies"] == 1 for p in result["probes"])
+    assert sum(1 for n in result["spread"].values() if n) >= 4
+    assert result["latency"]["p95"] is not None
+
+
+def test_with_a_worker_stopped_the_check_still_passes(site):
+    docker("stop", "worker3")
+    try:
+        result = run_module("delivery_check", check_args(site, min_workers=3, timeout=90))
+        assert not result.get("failed"), result.get("msg")
+        assert result["spread"]["worker3"] == 0 and result["lost"] == []
+    finally:
+        docker("start", "worker3")
+        docker("exec", "worker3", "systemctl", "is-system-running", "--wait", check=False)
+
+
+def test_a_probe_the_store_drops_is_named_as_lost(site):
+    spool = "/var/spool/archive-store/Maildir/new"
+    docker("exec", "worker1", "systemctl", "stop", "archive-store")
+    try:
+        check = subprocess.Popen(command("delivery_check", check_args(site, count=40, timeout=40)), env=environment(),
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        dropped = None
+        deadline = time.time() + 30
+        while dropped is None and time.time() < deadline:
+            found = docker("exec", "worker1", "sh", "-c", f"grep -l -m1 X-Mailarchive-Probe {spool}/* 2>/dev/null | head -n1",
+                           check=False).stdout.strip()
+            if found:
+                dropped = docker("exec", "worker1", "sh", "-c", f"grep -m1 -i '^Message-ID:' {found}").stdout.split(":", 1)[1].strip()
+                docker("exec", "worker1", "rm", found)  # the store "loses" this one
+            else:
+                time.sleep(0.5)
+        assert dropped, "no probe reached worker1"
+    finally:
+        docker("exec", "worker1", "systemctl", "start", "archive-store")
+    result = result_of(check.communicate(timeout=120)[0])
+    assert result["failed"] is True
+    assert result["lost"] == [dropped]
+    assert dropped in result["msg"] and "1 lost" in result["msg"]

@@ -16,8 +16,10 @@ git ls-files -z --cached --others --exclude-standard | grep -zv '^\.collections/
 cd "$copy"
 git init -q && git add -A && git -c user.email=ci@invalid -c user.name=ci commit -qm sanity
 
-[ -x "$venv/bin/ansible-test" ] && "$venv/bin/pip" show ansible-core 2>/dev/null | grep -q "^Version: ${core#*==}$" \
-  || { /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q "$core"; }
+if ! "$venv/bin/pip" show ansible-core 2>/dev/null | grep -q "^Version: ${core#*==}$"; then
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "$core"
+fi
 # ansible-test bootstraps pip in its venvs with a get-pip.py from a host that
 # is not reachable here; scripts/get-pip-shim.py does the same from ensurepip.
 pip_version=$(grep -ho "pip='[0-9.]*'" "$venv"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | grep -o "[0-9][0-9.]*")

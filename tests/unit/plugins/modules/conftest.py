@@ -2,7 +2,6 @@
 
 import socket
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -67,8 +66,3 @@ def dns():
 def module():
     return run_module
 
-
-def in_thread(fn):
-    thread = threading.Thread(target=fn, daemon=True)
-    thread.start()
-    return thread

@@ -65,4 +65,3 @@ def dns():
 @pytest.fixture
 def module():
     return run_module
-

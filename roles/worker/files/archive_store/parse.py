@@ -35,12 +35,15 @@ class Parsed:
         return " ".join(attachment[0] for attachment in self.attachments)
 
 
-def body_of(raw: bytes) -> bytes:
-    """The bytes after the blank line that ends the header section."""
-    cut = _header_end(raw)
+def split_body(raw: bytes) -> Tuple[int, bytes]:
+    """(offset of the blank line ending the headers or -1, the bytes after it)."""
+    crlf = raw.find(b"\r\n\r\n")
+    # A bare "\n\n" counts only before the first CRLF pair: no rescan of the body.
+    lf = raw.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(raw))
+    cut = lf if lf >= 0 else crlf
     if cut < 0:
-        return b""
-    return raw[cut + (4 if raw[cut:cut + 4] == b"\r\n\r\n" else 2):]
+        return -1, b""
+    return cut, raw[cut + (4 if cut == crlf else 2):]
 
 
 def _text(value) -> str:
@@ -109,32 +112,26 @@ def _decode(payload: bytes, charset: Optional[str]) -> str:
     return payload.decode("latin-1")
 
 
-def _header_end(raw: bytes) -> int:
-    """Offset of the blank line ending the headers, or -1."""
-    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return min(ends) if ends else -1
-
-
-def _parse(raw: bytes):
+def _parse(raw: bytes, cut: int, body: bytes):
     """Parse headers always, the body only when it has MIME structure.
 
     email's feedparser walks a body line by line; a single-part body (most
     journal mail, and every benchmark message) is decoded from the bytes
     instead, which is several times faster and gives the same text.
     """
-    cut = _header_end(raw)
     if cut > 0:
         msg = email.message_from_bytes(raw[:cut] + b"\n\n", policy=email.policy.compat32)
-        if not msg.get_content_maintype() in ("multipart", "message") and not msg.defects:
-            msg.set_payload(body_of(raw).decode("ascii", "surrogateescape"))
+        if msg.get_content_maintype() not in ("multipart", "message") and not msg.defects:
+            msg.set_payload(body.decode("ascii", "surrogateescape"))
             return msg
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
 def extract(raw: bytes, body_limit: int = 262144) -> Parsed:
-    parsed = Parsed(body_sha256=hashlib.sha256(body_of(raw)).hexdigest())
+    cut, body = split_body(raw)
+    parsed = Parsed(body_sha256=hashlib.sha256(body).hexdigest())
     try:
-        msg = _parse(raw)
+        msg = _parse(raw, cut, body)
     except Exception as exc:  # the parser gave up entirely: headers stay unindexed
         parsed.parse_error = f"{type(exc).__name__}: {exc}"[:200]
         return parsed

@@ -26,19 +26,23 @@ class ArchiveApi(object):
         self.token = token
         self.timeout = timeout
 
-    def _get(self, path):
+    def _request(self, path, method="GET"):
         try:
-            response = open_url(self.url + path, headers={"Authorization": "Bearer " + self.token},
+            response = open_url(self.url + path, method=method, data=b"" if method == "POST" else None,
+                                headers={"Authorization": "Bearer " + self.token},
                                 timeout=self.timeout, follow_redirects="none")
             try:
                 return response.read()
             finally:
                 response.close()
         except HTTPError as exc:
-            raise ArchiveApiError("%s: GET %s answered HTTP %s" % (self.name, path, exc.code))
+            raise ArchiveApiError("%s: %s %s answered HTTP %s" % (self.name, method, path, exc.code))
         except (URLError, socket.timeout, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ArchiveApiError("%s: GET %s%s failed: %s" % (self.name, self.url, path, reason))
+            raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason))
+
+    def _get(self, path):
+        return self._request(path)
 
     def get_json(self, path):
         return json.loads(self._get(path).decode("utf-8"))
@@ -51,3 +55,18 @@ class ArchiveApi(object):
 
     def raw(self, archive_id):
         return self._get("/api/v1/messages/%s/raw" % archive_id)
+
+    def listing(self, since, until, page=1000):
+        """Every message archived in [since, until): dicts with id, sha256, message_id, arrived, size."""
+        after = ""
+        while True:
+            rows = self.get_json("/api/v1/list?since=%d&until=%d&after=%s&limit=%d" % (since, until, after, page))
+            for row in rows["results"]:
+                yield row
+            if len(rows["results"]) < page:
+                return
+            after = rows["results"][-1]["id"]
+
+    def purge_probes(self, run):
+        """Remove one delivery_check run's probes (the store writes an audit entry for each)."""
+        return json.loads(self._request("/api/v1/probes/%s/purge" % quote(run), method="POST").decode("utf-8"))["purged"]

@@ -17,8 +17,10 @@ description:
   - Polls every worker's archive store API until every probe is found or O(timeout) passes.
   - Fails, naming the probes, unless every probe is archived exactly once, with the sha256 of the bytes sent, by a
     worker whose server_id is in the archive ID, and unless at least O(min_workers) workers received probes.
-  - Probes carry the header C(X-Mailarchive-Probe) and the subject prefix C([mailarchive probe]), so they are easy
-    to tell apart from real mail; they are kept under the archive's retention like any other message.
+  - Probes carry the header C(X-Mailarchive-Probe), the subject prefix C([mailarchive probe]) and the sender
+    C(delivery-check@mailarchive.invalid), so they are easy to tell apart from real mail.
+  - With O(remove_probes), the probes are then removed from every worker through the store's probe purge, which
+    writes an audit entry for each. Otherwise they are kept under the archive's retention like any other message.
 author:
   - mailarchive.cluster maintainers (@mailarchive)
 extends_documentation_fragment:
@@ -67,8 +69,17 @@ options:
     description: Use STARTTLS when the gateway offers it.
     type: bool
     default: true
+  remove_probes:
+    description:
+      - Remove this run's probes from every worker afterwards, through C(POST /api/v1/probes/<run>/purge).
+      - The store removes only messages that are unmistakably this run's probes (Message-ID, envelope sender and
+        C(X-Mailarchive-Probe) header all match, archived less than a day ago, no legal hold), and appends an audit
+        entry with ID, Message-ID and sha256 for each before deleting it.
+      - A probe that cannot be removed fails the task.
+    type: bool
+    default: false
 notes:
-  - The module never reports changed.
+  - The module reports changed only when it removed probes.
 seealso:
   - module: mailarchive.cluster.mx_verify
 """
@@ -133,6 +144,11 @@ sent:
   returned: always
   type: int
   sample: 20
+removed:
+  description: Archive IDs of the probes removed, per worker (with O(remove_probes)).
+  returned: always
+  type: dict
+  sample: {"worker0": ["4000000069..."], "worker1": []}
 """
 
 import hashlib
@@ -214,6 +230,23 @@ def collect(params, workers, probes, run):
         time.sleep(0.5)
 
 
+def remove(params, workers, found, run):
+    """Purge this run's probes on every worker; return the IDs removed and what could not be."""
+    removed, failures = dict((w["name"], []) for w in workers), []
+    if not params["remove_probes"]:
+        return removed, failures
+    for worker in workers:
+        try:
+            removed[worker["name"]] = sorted(p["id"] for p in worker["api"].purge_probes(run))
+        except ArchiveApiError as exc:
+            failures.append("probes not removed: %s" % exc)
+    gone = set(i for ids in removed.values() for i in ids)
+    left = sorted(row["id"] for copies in found.values() for _worker, row in copies if row["id"] not in gone)
+    if left:
+        failures.append("%d probes not removed: %s" % (len(left), ", ".join(left)))
+    return removed, failures
+
+
 def run_check(module):
     params = module.params
     run = os.urandom(4).hex()
@@ -255,8 +288,9 @@ def run_check(module):
                 mismatched.append(probe["message_id"])
         results.append(entry)
     receiving = sum(1 for count in spread.values() if count)
+    removed, remove_failures = remove(params, workers, found, run)
     result = {
-        "changed": False, "run": run, "sent": len(probes), "probes": results, "spread": spread,
+        "changed": any(removed.values()), "removed": removed, "run": run, "sent": len(probes), "probes": results, "spread": spread,
         "latency": {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
                     "max": max(latencies) if latencies else None},
         "lost": lost, "duplicated": duplicated, "mismatched": mismatched, "api_errors": sorted(errors.values()),
@@ -270,6 +304,7 @@ def run_check(module):
         failures.append("%d stored with other bytes or server_id: %s" % (len(mismatched), ", ".join(mismatched)))
     if receiving < params["min_workers"]:
         failures.append("only %d workers received probes, expected at least %d" % (receiving, params["min_workers"]))
+    failures.extend(remove_failures)
     if failures:
         if errors:
             failures.append("API errors: " + "; ".join(sorted(errors.values())))
@@ -289,6 +324,7 @@ def main():
             timeout=dict(type="float", default=60),
             min_workers=dict(type="int", default=1),
             starttls=dict(type="bool", default=True),
+            remove_probes=dict(type="bool", default=False),
             workers=dict(type="list", elements="dict", required=True, options=dict(
                 name=dict(type="str", required=True),
                 url=dict(type="str", required=True),
@@ -302,7 +338,7 @@ def main():
     )
     if module.check_mode:
         module.exit_json(changed=False, run="", sent=0, probes=[], spread={}, latency={}, lost=[], duplicated=[],
-                         mismatched=[], api_errors=[])
+                         mismatched=[], api_errors=[], removed={})
     run_check(module)
 
 

@@ -71,6 +71,10 @@ options:
     description: Also connect to every MX host on port 25 and check its banner, EHLO and STARTTLS.
     type: bool
     default: false
+  smtp_port:
+    description: SMTP port of the MX hosts for O(check_smtp).
+    type: int
+    default: 25
   smtp_timeout:
     description: Seconds to wait for each SMTP connection.
     type: float
@@ -202,26 +206,26 @@ def query(server, port, name, rdtype, timeout):
         raise DnsProblem("cannot reach %s for %s %s: %s" % (where, rdtype, name, exc))
 
 
-def check_smtp_host(name, address, timeout):
+def check_smtp_host(name, address, port, timeout):
     result = {"name": name, "address": address, "banner": "", "starttls": False, "error": ""}
-    short = name.split(".")[0]
+    short = "%s:%d" % (name.split(".")[0], port)
     try:
         client = smtplib.SMTP(timeout=timeout)
-        code, banner = client.connect(address, 25)
+        code, banner = client.connect(address, port)
         result["banner"] = "%d %s" % (code, banner.decode("utf-8", "replace"))
         code = client.ehlo("mx-verify.invalid")[0]
         if code != 250:
-            result["error"] = "%s:25 answered EHLO with %d" % (short, code)
+            result["error"] = "%s answered EHLO with %d" % (short, code)
         result["starttls"] = client.has_extn("starttls")
         if not result["starttls"] and not result["error"]:
-            result["error"] = "%s:25 does not offer STARTTLS" % short
+            result["error"] = "%s does not offer STARTTLS" % short
         client.quit()
     except socket.timeout:
-        result["error"] = "%s:25 timed out after %g s" % (short, timeout)
+        result["error"] = "%s timed out after %g s" % (short, timeout)
     except ConnectionRefusedError:
-        result["error"] = "%s:25 refused" % short
+        result["error"] = "%s refused" % short
     except (smtplib.SMTPException, OSError) as exc:
-        result["error"] = "%s:25 failed: %s" % (short, exc)
+        result["error"] = "%s failed: %s" % (short, exc)
     return result
 
 
@@ -277,7 +281,7 @@ def run(module):
             "%s has %s" % (label, ", ".join(names) or "nothing") for label, names in sorted(per_server.items())))
     result = {"changed": False, "mx": first, "servers": per_server, "mx_ok": not problems, "all_reachable": None}
     if params["check_smtp"]:
-        smtp = [check_smtp_host(r["name"], (r["addresses"] or [r["name"]])[0], params["smtp_timeout"]) for r in first]
+        smtp = [check_smtp_host(r["name"], (r["addresses"] or [r["name"]])[0], params["smtp_port"], params["smtp_timeout"]) for r in first]
         result["smtp"] = smtp
         result["all_reachable"] = not any(s["error"] for s in smtp)
         problems.extend(s["error"] for s in smtp if s["error"])
@@ -299,6 +303,7 @@ def main():
             port=dict(type="int", default=53),
             timeout=dict(type="float", default=3),
             check_smtp=dict(type="bool", default=False),
+            smtp_port=dict(type="int", default=25),
             smtp_timeout=dict(type="float", default=5),
             fail_on_problems=dict(type="bool", default=True),
         ),

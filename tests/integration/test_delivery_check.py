@@ -1,5 +1,6 @@
 """delivery_check against the running cluster: a good run, a worker down, and a probe the store lost."""
 
+import json
 import subprocess
 import sys
 import time
@@ -35,6 +36,21 @@ def test_good_run_every_probe_once_byte_identical_and_spread(site):
     assert all(p["sha256_ok"] and p["server_id_ok"] and p["copies"] == 1 for p in result["probes"])
     assert sum(1 for n in result["spread"].values() if n) >= 4
     assert result["latency"]["p95"] is not None
+
+
+def test_remove_probes_purges_every_probe_with_an_audit_entry(site):
+    result = run_module("delivery_check", check_args(site, count=10, remove_probes=True))
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is True
+    stored = sorted(p["archive_id"] for p in result["probes"])
+    assert sorted(i for ids in result["removed"].values() for i in ids) == stored
+    for worker, removed in result["removed"].items():
+        found = docker("exec", worker, "archive_store", "search", "--json", "mailarchiveprobe" + result["run"]).stdout
+        assert found == ""
+        audit = docker("exec", worker, "cat", "/var/lib/archive-store/audit.log", check=False).stdout
+        logged = [json.loads(line)["id"] for line in audit.splitlines() if result["run"] in line]
+        assert sorted(logged) == removed
+        assert docker("exec", worker, "archive_store", "verify", "--all", check=False).returncode == 0
 
 
 def test_with_a_worker_stopped_the_check_still_passes(site):

@@ -5,6 +5,11 @@
     GET /api/v1/search?q=...&limit=   metadata of matching messages, newest first
     GET /api/v1/messages/<id>         metadata, with the raw bytes as base64 if ?raw=1
     GET /api/v1/messages/<id>/raw     the raw bytes (message/rfc822)
+    GET /api/v1/list?since=&until=&after=&limit=
+                                      id, sha256, Message-ID and arrival time of the
+                                      messages archived in [since, until), by id
+    POST /api/v1/probes/<run>/purge   remove delivery_check's probes of one run
+                                      (see retention.purge_probes); the only write
 """
 
 import base64
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from archive_store import __version__
+from archive_store import __version__, retention
 from archive_store.errors import StoreError
 from archive_store.store import Store
 
@@ -81,8 +86,26 @@ class Handler(BaseHTTPRequestHandler):
         try:
             with self.server.lock:
                 return self._route(parts, query)
+        except (StoreError, ValueError) as exc:
+            return self._json(400, {"error": str(exc)})
+
+    def do_POST(self):  # noqa: N802
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if not self._authorized():
+            return self._json(401, {"error": "missing or wrong bearer token"})
+        if len(parts) != 5 or parts[:3] != ["api", "v1", "probes"] or parts[4] != "purge":
+            return self._json(404, {"error": f"no such endpoint {self.path}"})
+        try:
+            with self.server.lock:
+                writer = Store(self.server.store.config, recover=False)
+                try:
+                    removed = retention.purge_probes(writer, parts[3])
+                finally:
+                    writer.close()
         except StoreError as exc:
             return self._json(400, {"error": str(exc)})
+        log.info("purged %d delivery-check probes of run %s for %s", len(removed), parts[3], self.address_string())
+        return self._json(200, {"server_id": self.server.store.config.server_id, "purged": removed})
 
     def _route(self, parts, query):
         store = self.server.store
@@ -97,6 +120,12 @@ class Handler(BaseHTTPRequestHandler):
             offset = int(query.get("offset", ["0"])[0])
             results = store.index.search(query.get("q", [""])[0], limit=limit, offset=offset)
             return self._json(200, {"server_id": store.config.server_id, "results": results})
+        if parts == ["api", "v1", "list"]:
+            rows = store.index.listing(since=int(query.get("since", ["0"])[0]),
+                                       until=int(query.get("until", [str(2 ** 62)])[0]),
+                                       after=query.get("after", [""])[0],
+                                       limit=min(int(query.get("limit", ["1000"])[0]), 10 * MAX_LIMIT))
+            return self._json(200, {"server_id": store.config.server_id, "results": rows})
         if len(parts) in (4, 5) and parts[:3] == ["api", "v1", "messages"]:
             archive_id = parts[3]
             row = store.index.get(archive_id)

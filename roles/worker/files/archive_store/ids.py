@@ -61,3 +61,8 @@ def unix_time_of(archive_id: str) -> float:
     seconds = int(archive_id[0:16], 16) - TAI64_EPOCH
     nanos = int(archive_id[16:24], 16)
     return seconds + nanos / 1e9
+
+
+def lower_bound(unix_seconds: int) -> str:
+    """The smallest ID stored at or after ``unix_seconds``: a range key for time windows."""
+    return (TAI64_EPOCH + max(int(unix_seconds), 0)).to_bytes(8, "big").hex()

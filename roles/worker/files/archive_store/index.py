@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
+from archive_store import ids
 from archive_store.errors import StoreError
 
 SCHEMA = """
@@ -210,6 +211,18 @@ class Index:
     def expired(self, now: int) -> List[dict]:
         rows = self.conn.execute("SELECT * FROM messages WHERE retain_until < ? ORDER BY rowid", (now,)).fetchall()
         return [self._describe(r) for r in rows]
+
+    def listing(self, since: int, until: int, after: str = "", limit: int = 1000) -> List[dict]:
+        """Messages archived in [since, until), ordered by ID, resuming after ``after``.
+
+        IDs begin with their TAI64N time, so this is a range scan on the ID.
+        """
+        rows = self.conn.execute(
+            "SELECT id, sha256, message_id, arrived, size FROM messages"
+            " WHERE id > ? AND id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (after, ids.lower_bound(since), ids.lower_bound(until), int(limit)),
+        ).fetchall()
+        return [dict(zip(("id", "sha256", "message_id", "arrived", "size"), r)) for r in rows]
 
     def all_ids(self) -> List[str]:
         return [r[0] for r in self.conn.execute("SELECT id FROM messages ORDER BY rowid")]

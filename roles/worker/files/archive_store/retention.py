@@ -9,12 +9,18 @@ fsynced) before the object is deleted.
 
 import json
 import os
+import re
 import time
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import List
 
 from archive_store.errors import StoreError
 from archive_store.store import Store
+
+PROBE_SENDER = "delivery-check@mailarchive.invalid"
+PROBE_MAX_AGE_S = 86400
+RUN_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -93,4 +99,34 @@ def purge(store: Store, dry_run: bool, now: float = None) -> List[dict]:
               sha256=row["sha256"], retain_until=row["retain_until"])
         store.index.remove(row["id"])
         store.objects.delete(row["id"])
+    return removed
+
+
+def purge_probes(store: Store, run: str, now: float = None) -> List[dict]:
+    """Remove the delivery-check probes of one run, each with an audit entry.
+
+    Only messages that are unmistakably that run's probes go: the Message-ID
+    ``<probe-RUN-N@mailarchive.invalid>``, the envelope sender
+    ``delivery-check@mailarchive.invalid``, the header ``X-Mailarchive-Probe:
+    RUN``, archived less than a day ago and not under a legal hold.  Anything
+    else found by the run's token is left alone.
+    """
+    if not RUN_RE.match(run):
+        raise StoreError(f"probe purge: expected a run token of 8 to 64 hex digits, found {run!r}")
+    now = int(time.time() if now is None else now)
+    holds = Holds(store.config.holds_file, store.config.audit_log)
+    mid_re = re.compile(r"^<probe-%s-\d+@mailarchive\.invalid>$" % run)
+    removed = []
+    for row in store.index.search(f"mailarchiveprobe{run}", limit=10_000):
+        if not (mid_re.match(row["message_id"]) and row["env_from"] == PROBE_SENDER
+                and now - row["arrived"] < PROBE_MAX_AGE_S and not holds.held(row)):
+            continue
+        headers = BytesHeaderParser().parsebytes(store.get_raw(row["id"]))
+        if str(headers.get("X-Mailarchive-Probe", "")).strip() != run:
+            continue
+        audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"],
+              sha256=row["sha256"], reason=f"delivery-check probe run {run}")
+        store.index.remove(row["id"])
+        store.objects.delete(row["id"])
+        removed.append({"id": row["id"], "message_id": row["message_id"], "sha256": row["sha256"]})
     return removed

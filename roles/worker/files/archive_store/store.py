@@ -60,7 +60,7 @@ def _unpack(payload: bytes) -> Tuple[dict, bytes]:
 
 
 class Store:
-    def __init__(self, config: Config, readonly: bool = False) -> None:
+    def __init__(self, config: Config, readonly: bool = False, recover: bool = True) -> None:
         self.config = config
         self.readonly = readonly
         if not readonly:
@@ -70,8 +70,8 @@ class Store:
         self.index = Index(config.db_path, readonly=readonly)
         self.keys = Keyring.load(config.key_file)
         self.intent = config.data_dir / "intent"
-        if not readonly:
-            self.recover()
+        if recover and not readonly:  # a second writer beside a running ingest must not
+            self.recover()              # take the ingest's open batch for a crashed one
 
     def close(self) -> None:
         self.index.close()

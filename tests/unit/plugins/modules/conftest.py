@@ -1,10 +1,13 @@
 """Real DNS servers on loopback, serving crafted zones, for the module tests."""
 
 import socket
+import ssl
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from dnslib.server import DNSServer
 from dnslib.zoneresolver import ZoneResolver
 
@@ -65,3 +68,37 @@ def dns():
 @pytest.fixture
 def module():
     return run_module
+
+
+class Sink:
+    """An aiosmtpd handler that accepts and forgets."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's naming)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    """Start real SMTP servers (aiosmtpd) on loopback addresses; with STARTTLS when asked."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=mx.test",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    started = []
+
+    def start(address, port, starttls=True):
+        controller = Controller(Sink(), hostname=address, port=port, tls_context=context if starttls else None,
+                                server_hostname="mx.test")
+        controller.start()
+        started.append(controller)
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+def free_tcp_port(address="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]

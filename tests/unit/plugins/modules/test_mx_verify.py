@@ -1,6 +1,6 @@
 """mx_verify against real DNS servers serving crafted zones (dnslib on 127.0.0.1)."""
 
-from conftest import EXPECTED, GOOD_ZONE
+from conftest import EXPECTED, GOOD_ZONE, free_tcp_port
 
 
 def check(module, ports, **over):
@@ -84,3 +84,30 @@ def test_check_mode_runs_the_same_read_only_checks(dns, module):
     args = {"domain": "archive.example.com", "expected": EXPECTED, "nameservers": ["127.0.0.1"], "port": port, "ttl": 3600}
     result = module("mx_verify", args, check=True)
     assert result["changed"] is False and result["mx_ok"] is True
+
+
+def test_smtp_check_reports_refused_and_missing_starttls(dns, module, smtp):
+    # worker0 offers STARTTLS, worker1 answers without it, nothing listens on worker2.
+    zone = GOOD_ZONE.replace("198.18.10.2", "127.0.0.2")
+    expected = [dict(e, address=e["address"].replace("198.18.10.2", "127.0.0.2")) for e in EXPECTED]
+    port = free_tcp_port("127.0.0.20")
+    smtp("127.0.0.20", port)
+    smtp("127.0.0.21", port, starttls=False)
+    result = check(module, [dns.serve(zone)], expected=expected, check_smtp=True, smtp_port=port, smtp_timeout=2)
+    assert result["mx_ok"] is True
+    assert result["all_reachable"] is False
+    assert result["problems"] == [f"worker1:{port} does not offer STARTTLS", f"worker2:{port} refused"]
+    by_name = {s["name"]: s for s in result["smtp"]}
+    assert by_name["worker0.example.com"]["starttls"] is True and by_name["worker0.example.com"]["error"] == ""
+    assert by_name["worker0.example.com"]["banner"].startswith("220 ")
+
+
+def test_smtp_check_passes_when_every_host_offers_starttls(dns, module, smtp):
+    zone = GOOD_ZONE.replace("198.18.10.2", "127.0.0.3")
+    expected = [dict(e, address=e["address"].replace("198.18.10.2", "127.0.0.3")) for e in EXPECTED]
+    port = free_tcp_port("127.0.0.30")
+    for n in range(3):
+        smtp(f"127.0.0.3{n}", port)
+    result = check(module, [dns.serve(zone)], expected=expected, check_smtp=True, smtp_port=port, fail_on_problems=True)
+    assert not result.get("failed"), result.get("msg")
+    assert result["all_reachable"] is True and result["problems"] == []

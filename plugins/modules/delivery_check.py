@@ -154,10 +154,10 @@ removed:
 import hashlib
 import os
 import smtplib
-import ssl
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import ArchiveApi, ArchiveApiError
 
 TAI64_EPOCH = 2 ** 62 + 10
@@ -189,23 +189,13 @@ def percentile(values, fraction):
 
 
 def send(params, probes):
-    client = smtplib.SMTP(params["gateway"], params["port"], timeout=30)
+    client = smtp.connect(params["gateway"], params["port"], params["starttls"])
     try:
-        client.ehlo("delivery-check.invalid")
-        if params["starttls"] and client.has_extn("starttls"):
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            client.starttls(context=context)
-            client.ehlo("delivery-check.invalid")
         for probe in probes:
             client.sendmail(params["sender"], [params["recipient"]], probe["raw"])
             probe["sent_at"] = time.time()
     finally:
-        try:
-            client.quit()
-        except smtplib.SMTPException:
-            pass
+        smtp.close(client)
 
 
 def collect(params, workers, probes, run):

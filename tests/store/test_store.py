@@ -2,12 +2,14 @@
 
 import email
 import email.policy
+import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 
-from archive_store import ids
+from archive_store import ids, retention
 from archive_store.errors import StoreError
 from archive_store.spool import Arrival, from_postfix
 
@@ -257,3 +259,49 @@ def test_verify_all_does_not_flag_a_batch_that_is_being_written(env):
     store.intent.unlink()
     assert [i for i, e in reader.verify_all() if e] == [in_flight]
     assert store.recover() == [] and done.archive_id in store.index.all_ids()
+
+
+def test_snapshot_restore_and_catch_up_with_the_objects(env):
+    """A backup's index snapshot is older than the objects backed up after it: reindex --missing closes the gap."""
+    store = env.store()
+    old = time.time() - 10 * 365 * 86400
+    store.ingest([Arrival(raw=b"Subject: expired\r\n\r\nold\r\n", spool_name="old")], now=old)
+    store.ingest([Arrival(raw=f"Subject: a{n}\r\n\r\nbody {n}\r\n".encode(), spool_name=f"a{n}") for n in range(9)])
+    store.close()
+    snapshot = env.base / "index.snapshot"
+    env.cli("snapshot", "--out", str(snapshot))
+    store = env.store()
+    store.ingest([Arrival(raw=f"Subject: b{n}\r\n\r\nlater {n}\r\n".encode(), spool_name=f"b{n}") for n in range(5)])
+    [purged] = retention.purge(store, dry_run=False)
+    live = sorted(store.index.all_ids())
+    store.close()
+    db = env.config().db_path
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    os.replace(snapshot, db)
+    assert len(env.store(readonly=True).index.all_ids()) == 10
+    out = env.cli("reindex", "--missing")
+    assert b"5 messages added, 1 rows removed" in out.stdout
+    restored = env.store(readonly=True)
+    assert sorted(restored.index.all_ids()) == live and purged["id"] not in live
+    assert env.cli("verify", "--all").returncode == 0
+
+
+def test_merging_a_restored_key_file_keeps_old_objects_readable(env):
+    store = env.store()
+    [old] = store.ingest([Arrival(raw=b"Subject: before\r\n\r\nsealed with the first key\r\n", spool_name="k1")])
+    store.close()
+    backup = env.base / "store.key.restored"
+    key_file = env.config().key_file
+    backup.write_bytes(key_file.read_bytes())
+    key_file.unlink()  # the host was rebuilt: the role made a new key
+    env.cli("keygen")
+    assert env.cli("verify", old.archive_id, check=False).returncode != 0
+    out = env.cli("keygen", "--merge", str(backup))
+    assert b"1 keys from" in out.stdout
+    assert env.cli("verify", old.archive_id).returncode == 0
+    store = env.store()
+    [new] = store.ingest([Arrival(raw=b"Subject: after\r\n\r\nsealed with the new key\r\n", spool_name="k2")])
+    assert store.index.get(new.archive_id)["key_id"] != store.index.get(old.archive_id)["key_id"]
+    assert (key_file.stat().st_mode & 0o777) == 0o600
+    assert b"0 keys from" in env.cli("keygen", "--merge", str(backup)).stdout

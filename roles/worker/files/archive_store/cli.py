@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -147,8 +148,27 @@ def cmd_export(args) -> int:
 
 def cmd_reindex(args) -> int:
     store = _store(args)
+    if args.missing:
+        added, removed = store.reconcile_index()
+        print(f"index brought up to {store.config.objects_dir}: {added} messages added, {removed} rows removed")
+        return 0
     count = store.reindex()
     print(f"reindexed {count} messages from {store.config.objects_dir}")
+    return 0
+
+
+def cmd_snapshot(args) -> int:
+    """A consistent copy of the live index, for backups (SQLite's online backup)."""
+    store = _store(args, readonly=True)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    target = sqlite3.connect(tmp)
+    try:
+        store.index.conn.backup(target)
+    finally:
+        target.close()
+    os.replace(tmp, out)
+    print(f"index snapshot written to {out}")
     return 0
 
 
@@ -194,6 +214,10 @@ def cmd_hold(args) -> int:
 
 def cmd_keygen(args) -> int:
     conf = configuration.load(args.config)
+    if args.merge:
+        added = crypto.merge(conf.key_file, args.merge)
+        print(f"{len(added)} keys from {args.merge} added to {conf.key_file}: {' '.join(added) or '-'}")
+        return 0
     key_id = crypto.generate(conf.key_file, rotate=args.rotate)
     print(f"key {key_id} written to {conf.key_file}")
     return 0
@@ -238,7 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a directory (eml) or a file (mbox)")
     p.add_argument("--limit", type=int, default=1_000_000)
     p.set_defaults(func=cmd_export)
-    sub.add_parser("reindex", help="rebuild the index from the stored messages").set_defaults(func=cmd_reindex)
+    p = sub.add_parser("reindex", help="rebuild the index from the stored messages")
+    p.add_argument("--missing", action="store_true",
+                   help="only add what the index lacks and drop rows without objects (after a restore)")
+    p.set_defaults(func=cmd_reindex)
+    p = sub.add_parser("snapshot", help="write a consistent copy of the live index (for backups)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_snapshot)
     sub.add_parser("stats", help="counts, bytes, spool backlog, license").set_defaults(func=cmd_stats)
     p = sub.add_parser("purge", help="remove messages past retention, except those on hold")
     p.add_argument("--dry-run", action="store_true")
@@ -250,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hold)
     p = sub.add_parser("keygen", help="create the encryption key file")
     p.add_argument("--rotate", action="store_true", help="append a new active key")
+    p.add_argument("--merge", metavar="FILE", help="add the older keys of FILE (a restored key file)")
     p.set_defaults(func=cmd_keygen)
     p = sub.add_parser("license", help="check a license file against this worker")
     p.add_argument("--file")

@@ -107,3 +107,28 @@ def generate(path: Path, rotate: bool = False) -> str:
     finally:
         os.close(fd)
     return key_id
+
+
+def merge(path: Path, other: Path) -> list:
+    """Add the keys of ``other`` (a restored key file) that ``path`` lacks, as older keys.
+
+    The active key of ``path`` stays active; objects sealed with any key of
+    either file open afterwards.  Returns the key ids added.
+    """
+    path, other = Path(path), Path(other)
+    Keyring.load(other)  # refuse a damaged file before touching the live one
+    mine = path.read_text(encoding="ascii").splitlines() if path.exists() else []
+    have = {line.split()[0] for line in mine if line.strip() and not line.startswith("#")}
+    added = [line for line in other.read_text(encoding="ascii").splitlines()
+             if line.strip() and not line.startswith("#") and line.split()[0] not in have]
+    if not added:
+        return []
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, ("\n".join(added + mine) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return [line.split()[0] for line in added]

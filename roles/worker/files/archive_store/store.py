@@ -250,21 +250,11 @@ class Store:
             return set()
 
     # -- reindex ------------------------------------------------------------------
-    def reindex(self) -> int:
-        """Rebuild the whole index from the sealed objects alone."""
-        db = self.config.db_path
-        fresh = db.with_name(db.name + ".rebuild")
-        for leftover in (fresh, Path(str(fresh) + "-wal"), Path(str(fresh) + "-shm")):
-            if leftover.exists():
-                leftover.unlink()
-        target = Index(fresh)
+    def _index_objects(self, target: Index, archive_ids: Iterable[str]) -> int:
+        """Add the rows of these sealed objects to ``target``, in batches."""
         count = 0
         batch_rows, batch_arrivals = [], []
-        purged = self.purged_ids()
-        for archive_id in self.objects.all_ids():
-            if archive_id in purged:  # a purge was cut off between index and object
-                self.objects.delete(archive_id)
-                continue
+        for archive_id in archive_ids:
             meta, raw = self.open_object(archive_id)
             arrival = Arrival(raw=raw, spool_name=meta["spool_name"], env_from=meta["env_from"],
                               env_to=meta["env_to"], transit=meta["transit"])
@@ -278,6 +268,26 @@ class Store:
                 target.commit_batch(batch_rows, batch_arrivals)
                 batch_rows, batch_arrivals = [], []
         target.commit_batch(batch_rows, batch_arrivals)
+        return count
+
+    def _live_ids(self) -> Iterable[str]:
+        """IDs of the objects on disk, deleting those a cut-off purge left behind."""
+        purged = self.purged_ids()
+        for archive_id in self.objects.all_ids():
+            if archive_id in purged:  # a purge was cut off between index and object
+                self.objects.delete(archive_id)
+                continue
+            yield archive_id
+
+    def reindex(self) -> int:
+        """Rebuild the whole index from the sealed objects alone."""
+        db = self.config.db_path
+        fresh = db.with_name(db.name + ".rebuild")
+        for leftover in (fresh, Path(str(fresh) + "-wal"), Path(str(fresh) + "-shm")):
+            if leftover.exists():
+                leftover.unlink()
+        target = Index(fresh)
+        count = self._index_objects(target, self._live_ids())
         target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         target.close()
         self.index.close()
@@ -289,3 +299,17 @@ class Store:
         fsync_dir(db.parent)
         self.index = Index(db)
         return count
+
+    def reconcile_index(self) -> Tuple[int, int]:
+        """Bring an older index (a restored backup) up to the objects on disk.
+
+        Objects the index does not know are added; rows whose object was
+        purged (per the audit log) or is gone are removed.  Returns
+        (added, removed).
+        """
+        on_disk = set(self._live_ids())
+        known = set(self.index.all_ids())
+        for archive_id in known - on_disk:
+            self.index.remove(archive_id)
+        added = self._index_objects(self.index, sorted(on_disk - known))
+        return added, len(known - on_disk)

@@ -2,42 +2,57 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
 
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
+# The dr scenario's DR site has an inventory of its own.
+DR_INVENTORY = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", ".")) / "dr-inventory"
 
 
-def hostvars(name):
-    return RUNNER.get_variables(name)
-
-
-def rendered(host, names):
+def rendered(runner, host, names):
     """Variables of ``host`` as Ansible templates them (get_variables gives them raw)."""
     args = json.dumps({"msg": {n: "{{ %s }}" % n for n in names}})
-    return RUNNER.run_module(host, "ansible.builtin.debug", args, check=False)["msg"]
+    return runner.run_module(host, "ansible.builtin.debug", args, check=False)["msg"]
 
 
 class Site:
     """What a person needs to send mail in and look for it."""
 
-    def __init__(self):
-        self.workers = sorted(RUNNER.get_hosts("workers"))
-        self.gateways = sorted(RUNNER.get_hosts("gateways"))
-        self.dns = sorted(RUNNER.get_hosts("dns"))
-        first = rendered(self.workers[0], ["worker_api_token", "mailarchive_archive_domain", "mailarchive_journal_address"])
+    def __init__(self, runner):
+        self.runner = runner
+        self.workers = sorted(runner.get_hosts("workers"))
+        self.gateways = sorted(runner.get_hosts("gateways"))
+        self.dns = sorted(runner.get_hosts("dns"))
+        self.backup_servers = sorted(runner.get_hosts("backup_servers"))
+        first = rendered(runner, self.workers[0], ["worker_api_token", "mailarchive_archive_domain",
+                                                   "mailarchive_journal_address", "mailarchive_journal_domain"])
         self.token = first["worker_api_token"]
         self.archive_domain = first["mailarchive_archive_domain"]
         self.journal_address = first["mailarchive_journal_address"]
-        self.ip = {h: hostvars(h)["mailarchive_ip"] for h in self.workers + self.gateways + self.dns}
-        self.server_id = {w: int(hostvars(w)["worker_server_id"]) for w in self.workers}
+        self.journal_domain = first["mailarchive_journal_domain"]
+        hosts = self.workers + self.gateways + self.dns + self.backup_servers
+        self.ip = {h: runner.get_variables(h)["mailarchive_ip"] for h in hosts}
+        self.server_id = {w: int(runner.get_variables(w)["worker_server_id"]) for w in self.workers}
 
     def api(self, worker):
         return f"http://{self.ip[worker]}:8025"
 
+    def module_workers(self):
+        """The ``workers`` option of delivery_check and reconcile."""
+        return [{"name": w, "url": self.api(w), "server_id": self.server_id[w], "token": self.token} for w in self.workers]
+
 
 @pytest.fixture(scope="session")
 def site():
-    return Site()
+    return Site(RUNNER)
+
+
+@pytest.fixture(scope="session")
+def dr_site():
+    if not DR_INVENTORY.is_dir():
+        pytest.skip("only the dr scenario has a DR site")
+    return Site(testinfra.utils.ansible_runner.AnsibleRunner(str(DR_INVENTORY / "hosts.yml")))

@@ -3,10 +3,13 @@
 import hashlib
 import json
 import os
+import random
 import smtplib
 import ssl
 import time
 import urllib.request
+
+import dns.resolver
 
 
 def make_messages(tag, count, size=3000):
@@ -19,14 +22,41 @@ def make_messages(tag, count, size=3000):
     return messages
 
 
-def send(gateway_ip, recipient, messages):
+def send(gateway_ip, recipient, messages, timeout=30):
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP(gateway_ip, 25, timeout=30) as client:
+    with smtplib.SMTP(gateway_ip, 25, timeout=timeout) as client:
         client.starttls(context=context)
         for raw in messages:
             client.sendmail("journal@customer.example", [recipient], raw)
+
+
+def send_by_mx(nameserver, domain, recipient, messages):
+    """Send as a journaling mail server does: look up the MX set, try its hosts in turn.
+
+    Returns the MX host that took the messages.
+    """
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [nameserver]
+    hosts = sorted(resolver.resolve(domain, "MX"), key=lambda mx: (mx.preference, random.random()))
+    errors = []
+    for mx in hosts:
+        address = resolver.resolve(mx.exchange, "A")[0].address
+        try:
+            send(address, recipient, messages, timeout=10)
+            return str(mx.exchange).rstrip(".")
+        except OSError as exc:
+            errors.append(f"{mx.exchange}: {exc}")
+    raise AssertionError("no MX host of %s took the mail: %s" % (domain, "; ".join(errors)))
+
+
+def listing(site, worker, since=0):
+    """{(id, sha256)} of everything the worker archived since ``since``."""
+    request = urllib.request.Request(f"{site.api(worker)}/api/v1/list?since={since}&limit=10000",
+                                     headers={"Authorization": f"Bearer {site.token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {(row["id"], row["sha256"]) for row in json.load(response)["results"]}
 
 
 def search(site, worker, query):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNNER, SCENARIO
+from conftest import RUNNER, SCENARIO, rendered
 from mailflow import make_messages, send, wait_archived
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +25,10 @@ def test_dns_serves_one_equal_mx_per_worker(host, name, site):
     assert [r[2] for r in records] == [f"{w}.example.com" for w in site.workers]
     assert {r[1] for r in records} == {"10"}
     assert {r[0] for r in records} == {"3600"}
+    # The journal domain: every gateway, equal preference, for failover between them.
+    out = host.check_output(f"dig +noall +answer MX {site.journal_domain} @{site.ip[name]}")
+    records = sorted(re.findall(r"\s(\d+)\s+IN\s+MX\s+(\d+)\s+(\S+)\.", out))
+    assert [(r[1], r[2]) for r in records] == [("10", f"{g}.example.com") for g in site.gateways]
 
 
 testinfra_hosts = RUNNER.get_hosts("all")
@@ -32,7 +36,8 @@ testinfra_hosts = RUNNER.get_hosts("all")
 
 def test_services_run_and_listen(host, site):
     name = host.backend.host
-    if name in site.workers:
+    role = name.removeprefix("dr-")  # the dr scenario's DR hosts mirror the primary's
+    if role.startswith("worker"):
         assert host.service("postfix").is_running
         assert host.service("archive-store").is_running
         assert host.socket("tcp://0.0.0.0:25").is_listening
@@ -41,10 +46,14 @@ def test_services_run_and_listen(host, site):
             f = host.file(f"/etc/archive-store/{secret}")
             assert f.mode == 0o600 and f.user == "archive-store", secret
         assert host.process.get(comm="python3").user == "archive-store"
-    elif name in site.gateways:
+    elif role.startswith("archive-gw"):
         assert host.service("postfix").is_running
         assert host.socket("tcp://0.0.0.0:25").is_listening
+    elif role == "backup":
+        assert host.service("ssh").is_running
+        assert host.file("/srv/borg").mode == 0o700
     else:
+        assert role == "ns", name
         assert host.service("named").is_running
 
 
@@ -58,7 +67,6 @@ GATEWAY_SETTINGS = {
     "smtp_tls_CApath": "/etc/ssl/certs",
     "smtp_tls_security_level": "may",
     "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
-    "myhostname": "archive-gw.example.com",
     "alias_maps": "hash:/etc/aliases",
     "alias_database": "hash:/etc/aliases",
     "mynetworks": "127.0.0.0/8",
@@ -80,7 +88,10 @@ def test_gateway_postconf_matches_the_documented_settings(host, site):
     lines = host.check_output("postconf -n").splitlines()
     found = dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "") for line in lines)
     assert {k: found.get(k) for k in GATEWAY_SETTINGS} == GATEWAY_SETTINGS
-    assert host.check_output("postmap -q archive@archive-gw.example.com hash:/etc/postfix/virtual") == "archive@archive.example.com"
+    assert found["myhostname"] == f"{host.backend.host}.example.com"
+    copies = rendered(site.runner, host.backend.host, ["gateway_copy_to"])["gateway_copy_to"]
+    assert host.check_output("postmap -q archive@archive-gw.example.com hash:/etc/postfix/virtual") == ", ".join(
+        ["archive@archive.example.com"] + copies)
 
 
 def test_mail_is_archived_once_byte_identical_and_spread(site):

@@ -11,6 +11,7 @@ export ANSIBLE_FORCE_COLOR := 0
 # Tests import the store from roles/worker/files: no __pycache__ there to copy to workers.
 export PYTHONDONTWRITEBYTECODE := 1
 LAB := -i inventories/lab
+LAB_DR := -i inventories/lab-dr
 
 .PHONY: collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
 
@@ -56,12 +57,19 @@ lint: venv
 molecule: venv images
 	molecule test --all
 
-## make lab: the whole primary site in local containers, then proof that mail flows.
+## make lab: both sites in local containers (the DR site first: the primary's
+## gateways copy every message to it), then proof that mail flows and that
+## the two sites hold the same messages.
 lab: venv images
 	ansible-playbook $(LAB) lab/up.yml
+	ansible-playbook $(LAB_DR) lab/up.yml
+	ansible-playbook $(LAB_DR) site.yml
 	ansible-playbook $(LAB) site.yml
 	ansible-playbook $(LAB) playbooks/verify.yml
+	ansible-playbook $(LAB_DR) playbooks/verify.yml
+	ansible-playbook $(LAB) playbooks/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
 	@cat lab/USAGE.txt
 
 lab-down: venv
+	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false
 	ansible-playbook $(LAB) lab/down.yml

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def preflight(tmp_path, hosts_yaml, tags="worker_preflight,dns_preflight,gateway_preflight"):
+def preflight(tmp_path, hosts_yaml, tags="worker_preflight,dns_preflight,gateway_preflight,backup_preflight"):
     (tmp_path / "hosts.yml").write_text(textwrap.dedent(hosts_yaml))
     (tmp_path / "group_vars").mkdir(exist_ok=True)
     (tmp_path / "group_vars" / "all.yml").write_text(
@@ -80,3 +80,14 @@ def test_license_line_with_wrong_server_id(tmp_path):
 def test_host_without_an_address(tmp_path):
     code, failures = preflight(tmp_path, BASE.replace("worker1: {mailarchive_ip: 198.18.99.21, ", "worker1: {"))
     assert ("ns", "worker1: mailarchive_ip must be the host's IPv4 address, found nothing") in failures
+
+
+def test_backups_without_a_passphrase(tmp_path):
+    hosts = BASE.replace("    workers:", "    backup_servers: {hosts: {backup: {mailarchive_ip: 198.18.99.5}}}\n    workers:")
+    code, failures = preflight(tmp_path, hosts)
+    assert code != 0
+    [(host, msg), *_rest] = sorted(failures)
+    assert host == "worker0"
+    assert msg.startswith("worker0: backup_repository must name a borg repository (found 'ssh://borg@backup.example.com/./worker0')")
+    assert "backup_passphrase must have at least 16 characters (found 0)" in msg
+    assert {h for h, _m in failures} == {"worker0", "worker1"}

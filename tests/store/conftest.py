@@ -44,6 +44,7 @@ class StoreEnv:
         self.spool = base / "spool" / "Maildir"
         self.token = secrets.token_hex(16)
         self.port = 0
+        self.policy_port = 0
         self.server_id = server_id
         for sub in ("tmp", "new", "cur"):
             (self.spool / sub).mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,8 @@ class StoreEnv:
         store.update(extra)
         lines = ["[store]"] + [f"{k} = {v}" for k, v in store.items()]
         lines += ["[api]", f"listen = 127.0.0.1:{self.port}", f"token_file = {self.base / 'api.token'}"]
+        if self.policy_port:
+            lines += ["[policy]", f"listen = 127.0.0.1:{self.policy_port}"]
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def config(self):

@@ -40,6 +40,13 @@ def cmd_serve(args) -> int:
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    policy = None
+    if conf.policy_listen:
+        from archive_store.policy import PolicyServer
+
+        policy = PolicyServer(conf.policy_address(), conf, lambda: ingestor.license_error)
+        threading.Thread(target=policy.serve_forever, name="policy", daemon=True).start()
+
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     worker = threading.Thread(target=ingestor.run, args=(stop,), name="ingest")
@@ -47,6 +54,8 @@ def cmd_serve(args) -> int:
     log.info("archive-store %s serving: server_id=%d spool=%s api=%s", __version__, conf.server_id, conf.spool_dir, conf.api_listen)
     server.serve_forever()
     stop.set()
+    if policy:
+        policy.shutdown()
     worker.join()
     return 0
 

@@ -12,9 +12,14 @@
     batch_size = 200
     index_body_bytes = 262144
 
+    min_free_mb = 512
+
     [api]
     listen = 127.0.0.1:8025
     token_file = /etc/archive-store/api.token
+
+    [policy]
+    listen = 127.0.0.1:10040
 """
 
 import configparser
@@ -40,8 +45,10 @@ class Config:
     transit_hosts: list = field(default_factory=list)
     batch_size: int = 200
     index_body_bytes: int = 262144
+    min_free_mb: int = 512
     api_listen: str = "127.0.0.1:8025"
     api_token_file: Path = Path("/etc/archive-store/api.token")
+    policy_listen: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -60,10 +67,17 @@ class Config:
         return self.data_dir / "holds.json"
 
     def api_address(self) -> tuple:
-        host, sep, port = self.api_listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise StoreError(f"store.conf [api] listen: expected host:port, found {self.api_listen!r}")
-        return host.strip("[]"), int(port)
+        return _address(self.api_listen, "api")
+
+    def policy_address(self) -> tuple:
+        return _address(self.policy_listen, "policy")
+
+
+def _address(listen: str, section: str) -> tuple:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise StoreError(f"store.conf [{section}] listen: expected host:port, found {listen!r}")
+    return host.strip("[]"), int(port)
 
 
 def _int(section, key, default=None, low=None, high=None, path=""):
@@ -96,6 +110,7 @@ def load(path=None) -> Config:
         raise StoreError(f"config file {path}: expected a [store] section, found none")
     store = parser["store"]
     api = parser["api"] if parser.has_section("api") else parser["DEFAULT"]
+    policy = parser["policy"] if parser.has_section("policy") else parser["DEFAULT"]
     hostname = store.get("hostname", "").strip().lower()
     if not hostname:
         raise StoreError(f"{path}: [store] hostname: expected the licensed archive hostname, found nothing")
@@ -112,6 +127,8 @@ def load(path=None) -> Config:
         transit_hosts=sorted({h.lower() for h in transit}),
         batch_size=_int(store, "batch_size", 200, low=1, high=10000, path=path),
         index_body_bytes=_int(store, "index_body_bytes", 262144, low=0, high=1 << 30, path=path),
+        min_free_mb=_int(store, "min_free_mb", 512, low=0, high=1 << 30, path=path),
         api_listen=api.get("listen", "127.0.0.1:8025"),
+        policy_listen=policy.get("listen", ""),
         api_token_file=Path(api.get("token_file", "/etc/archive-store/api.token")),
     )

@@ -1,0 +1,182 @@
+"""Hostile and odd input through the running cluster, and its security settings, each answer checked."""
+
+import base64
+import hashlib
+import io
+import re
+import smtplib
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import SCENARIO
+from mailflow import listing
+
+pytestmark = pytest.mark.skipif(SCENARIO != "cluster", reason="runs on the cluster scenario")
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+FIX_EOLS = re.compile(rb"\r\n|\n|\r")
+
+
+def wire(raw):
+    """What smtplib (any SMTP client) puts on the wire: every line ends in CRLF."""
+    raw = FIX_EOLS.sub(b"\r\n", raw)
+    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+
+
+def send_all(site, messages, timeout=120):
+    with smtplib.SMTP(site.ip[site.gateways[0]], 25, timeout=timeout) as client:
+        client.starttls()
+        for raw in messages:
+            client.sendmail("journal@customer.example", [site.journal_address], raw)
+
+
+def archived_since(site, since, wanted, timeout=180):
+    """{sha256: [worker, ...]} for the wanted digests, once all are found or at the timeout."""
+    deadline = time.time() + timeout
+    while True:
+        found = {}
+        for worker in site.workers:
+            for _id, sha in listing(site, worker, since):
+                if sha in wanted:
+                    found.setdefault(sha, []).append(worker)
+        if set(wanted) <= set(found) or time.time() > deadline:
+            return found
+        time.sleep(2)
+
+
+def test_every_corpus_file_is_archived_once_byte_identical(site):
+    files = sorted(CORPUS.rglob("*.eml"))
+    assert len(files) >= 70
+    since = int(time.time()) - 2
+    sent = [wire(path.read_bytes()) for path in files]
+    send_all(site, sent)
+    wanted = {hashlib.sha256(raw).hexdigest(): path.name for raw, path in zip(sent, files)}
+    found = archived_since(site, since, wanted)
+    missing = sorted(name for sha, name in wanted.items() if sha not in found)
+    assert missing == [], f"not archived byte-identical: {missing}"
+    # A file sent twice (identical bytes) may land on two workers; any other copy is a duplicate.
+    assert all(len(found[sha]) <= sum(1 for raw in sent if hashlib.sha256(raw).hexdigest() == sha) for sha in found)
+    print(f"corpus: {len(files)} files sent, {len(found)} distinct archived byte-identical")
+
+
+def nasties():
+    token = f"nasty{int(time.time())}"
+    zip_bomb = io.BytesIO()
+    with zipfile.ZipFile(zip_bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\0" * 200_000_000)  # 200 MB that deflate to ~200 KB
+    nested = b"Content-Type: text/plain\r\n\r\ninnermost\r\n"
+    for depth in range(400):
+        nested = (f"Content-Type: multipart/mixed; boundary=\"b{depth}\"\r\n\r\n--b{depth}\r\n".encode()
+                  + nested + f"\r\n--b{depth}--\r\n".encode())
+    parts = b"".join(b"--p\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % n for n in range(10_000))
+    head = f"From: hostile@customer.example\r\nSubject: {token}".encode()
+    return token, {
+        "no Message-ID": head + b" no id\r\n\r\nbody\r\n",
+        "same Message-ID, body 1": head + b" dup\r\nMessage-ID: <dup@" + token.encode() + b">\r\n\r\none\r\n",
+        "same Message-ID, body 2": head + b" dup\r\nMessage-ID: <dup@" + token.encode() + b">\r\n\r\ntwo\r\n",
+        "NUL bytes": head + b" nul\r\n\r\nbefore\0after\0\0end\r\n",
+        "8-bit headers": head + " 8bit Grüße ✓\r\nFrom: Jürgen <j@customer.example>\r\n\r\nbody\r\n".encode(),
+        "100k-character line": head + b" long\r\n\r\n" + b"x" * 100_000 + b"\r\n",
+        "10,000 MIME parts": head + b" parts\r\nContent-Type: multipart/mixed; boundary=\"p\"\r\n\r\n" + parts + b"--p--\r\n",
+        "400 nested multiparts": head + b" nested\r\n" + nested,
+        "zip bomb": (head + b" zip\r\nContent-Type: multipart/mixed; boundary=\"z\"\r\n\r\n--z\r\n"
+                     b"Content-Type: application/zip; name=\"bomb.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                     + base64.encodebytes(zip_bomb.getvalue()).replace(b"\n", b"\r\n") + b"--z--\r\n"),
+    }
+
+
+def test_nasty_messages_are_archived_byte_identical_or_refused_cleanly(site):
+    since = int(time.time()) - 2
+    token, messages = nasties()
+    answers = {}
+    with smtplib.SMTP(site.ip[site.gateways[0]], 25, timeout=120) as client:
+        client.starttls()
+        for name, raw in messages.items():
+            try:
+                client.sendmail("journal@customer.example", [site.journal_address], raw)
+                answers[name] = "accepted"
+            except smtplib.SMTPResponseException as exc:
+                answers[name] = f"{exc.smtp_code} {exc.smtp_error!r}"
+                client.rset()
+    print("nasties:", answers)
+    accepted = {hashlib.sha256(wire(raw)).hexdigest(): name for name, raw in messages.items() if answers[name] == "accepted"}
+    found = archived_since(site, since, accepted)
+    assert sorted(name for sha, name in accepted.items() if sha not in found) == []
+    assert all(len(workers) == 1 for workers in found.values())
+    refused = {name: answer for name, answer in answers.items() if answer != "accepted"}
+    assert all(answer.startswith("5") for answer in refused.values()), refused
+    # Nothing wedged: every store still ingests and verifies.
+    for worker in site.workers:
+        out = subprocess.run(["docker", "exec", worker, "archive_store", "verify", "--all"], capture_output=True, text=True,
+                             check=False)
+        assert out.returncode == 0, out.stdout[-500:]
+
+
+def test_the_store_api_refuses_requests_without_or_with_a_wrong_token(site):
+    for token in (None, "wrong-token-0123456789abcdef", site.token[:-1] + "x"):
+        request = urllib.request.Request(f"{site.api(site.workers[0])}/api/v1/search?q=a")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        assert err.value.code == 401
+
+
+def test_the_store_runs_unprivileged_under_systemd_hardening(host, site):
+    if host.backend.host not in site.workers:
+        pytest.skip("workers only")
+    props = dict(line.split("=", 1) for line in host.check_output(
+        "systemctl show archive-store -p User -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp "
+        "-p CapabilityBoundingSet -p RestrictSUIDSGID").splitlines())
+    assert props == {"User": "archive-store", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+                     "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "", "RestrictSUIDSGID": "yes"}
+
+
+def test_tls_is_offered_and_used_on_every_hop(host, site):
+    name = host.backend.host
+    if name not in site.gateways + site.workers:
+        pytest.skip("SMTP hosts only")
+    with smtplib.SMTP(site.ip[name], 25, timeout=30) as client:
+        client.ehlo("tls-check.example")
+        assert client.has_extn("starttls"), name
+    log = host.check_output("cat /var/log/postfix.log")
+    if name in site.gateways:
+        assert re.search(r"TLS connection established to worker\d\.example\.com", log), "gateway -> worker without TLS"
+    else:
+        gateway = re.escape(site.ip[site.gateways[0]])
+        assert re.search(rf"TLS connection established from \S+\[{gateway}\]", log), "worker took mail without TLS"
+
+
+def converge_gateways(*extra):
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(root / "site.yml"), "--limit", "gateways",
+         *extra], capture_output=True, text=True, cwd=root, check=False,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{root}/.collections", ANSIBLE_CONFIG=str(root / "ansible.cfg")))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_with_gateway_tls_required_plaintext_is_refused(site):
+    gateway = site.ip[site.gateways[0]]
+    converge_gateways("-e", "gateway_tls_required=true")
+    try:
+        with smtplib.SMTP(gateway, 25, timeout=30) as client:
+            client.ehlo("plain.example")
+            code, reply = client.mail("journal@customer.example")
+            assert code == 530 and b"STARTTLS" in reply, (code, reply)
+        with smtplib.SMTP(gateway, 25, timeout=30) as client:
+            client.starttls()
+            assert client.mail("journal@customer.example")[0] == 250
+            assert client.rcpt(site.journal_address)[0] == 250
+    finally:
+        converge_gateways()
+    with smtplib.SMTP(gateway, 25, timeout=30) as client:
+        client.ehlo("plain.example")
+        assert client.mail("journal@customer.example")[0] == 250

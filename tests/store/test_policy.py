@@ -1,0 +1,99 @@
+"""The postfix policy service of a real `serve` process: 4xx while the store cannot take mail."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import STORE_SRC, license_line
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(env, **conf):
+    env.port, env.policy_port = _free_port(), _free_port()
+    env.write_conf(**conf)
+    proc = subprocess.Popen([sys.executable, "-m", "archive_store", "-c", str(env.conf_path), "serve"],
+                            env=dict(os.environ, PYTHONPATH=str(STORE_SRC)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _n in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", env.policy_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc
+
+
+def ask(port, requests):
+    """Send requests over one connection, as postfix does, and return the actions."""
+    answers = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        for attributes in requests:
+            sock.sendall("".join(f"{k}={v}\n" for k, v in attributes.items()).encode() + b"\n")
+            lines = []
+            while True:
+                line = reader.readline().rstrip(b"\n")
+                if not line:
+                    break
+                lines.append(line.decode())
+            answers.append(lines)
+    return answers
+
+
+REQUEST = {"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": "198.18.10.10",
+           "recipient": "archive@archive.example.com", "size": "1000"}
+
+
+@pytest.fixture
+def server(env):
+    procs = []
+
+    def start(**conf):
+        procs.append(serve(env, **conf))
+        return env.policy_port
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_healthy_store_answers_dunno_on_one_connection_many_times(env, server):
+    port = server()
+    assert ask(port, [REQUEST, REQUEST, dict(REQUEST, size="")]) == [["action=DUNNO"]] * 3
+
+
+def test_an_expired_license_gets_a_temporary_error_naming_it_and_mail_stays_safe(env, server):
+    port = server()
+    env.license_path.write_text(license_line(0, expiry=int(time.time()) - 86400) + "\n")
+    for _n in range(100):
+        [[action]] = ask(port, [REQUEST])
+        if action != "action=DUNNO":
+            break
+        time.sleep(0.1)
+    assert action.startswith("action=451 4.7.0 archive store refuses mail for now: ")
+    assert "expiry" in action
+    # A renewed license lifts it.
+    env.license_path.write_text(license_line(0) + "\n")
+    for _n in range(100):
+        [[action]] = ask(port, [REQUEST])
+        if action == "action=DUNNO":
+            break
+        time.sleep(0.1)
+    assert action == "action=DUNNO"
+
+
+def test_too_little_free_disk_space_gets_a_temporary_error(env, server):
+    port = server(min_free_mb=1 << 29)  # more than any test machine has
+    [[action]] = ask(port, [REQUEST])
+    assert action.startswith("action=452 4.3.1 archive store data filesystem has ")
+    assert action.endswith("try another worker")

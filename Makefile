@@ -70,6 +70,10 @@ lab: venv images
 	ansible-playbook $(LAB) playbooks/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
 	@cat lab/USAGE.txt
 
+## make bench: the cluster benchmark on the running lab (make lab first); figures in docs/BENCHMARKS.md.
+bench: venv
+	python bench/cluster.py
+
 lab-down: venv
 	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false
 	ansible-playbook $(LAB) lab/down.yml

@@ -9,11 +9,12 @@ Prints messages/s acknowledged by postfix, messages/s drained by the store,
 the ratio to the ceiling, and the store's peak RSS.
 """
 
-import argparse
 import json
 import subprocess
 import time
 import urllib.request
+
+from smtp_load import arguments
 
 GATEWAY, WORKER, OTHER = "mailarchive-lab-archive-gw", "mailarchive-lab-worker0", "mailarchive-lab-worker1"
 GATEWAY_IP, WORKER_IP = "198.18.10.10", "198.18.10.20"
@@ -44,11 +45,7 @@ def smtp_source(container, target, count, size, sessions, recipient):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-m", "--messages", type=int, default=10000)
-    parser.add_argument("-l", "--length", type=int, default=100000)
-    parser.add_argument("-s", "--sessions", type=int, default=20)
-    args = parser.parse_args()
+    args = arguments(__doc__)
     load = f"smtp-source -s {args.sessions} -m {args.messages} -l {args.length}"
 
     sh(GATEWAY, "pkill smtp-sink", check=False)

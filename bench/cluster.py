@@ -1,0 +1,94 @@
+"""Cluster benchmark on the running lab (make lab): piler's smtp-source load.
+
+In one run, the same load (default: smtp-source -s 20 -m 10000 -l 100000)
+1. into smtp-sink on the gateway: the ceiling of this machine and network;
+2. into worker0 alone, past the gateway: one worker's postfix and store;
+3. into the gateway's journal address: the gateway spreads it over the
+   workers by MX (and, in the lab, copies it to the DR site).
+
+Prints messages/s acknowledged by the receiving postfix, messages/s archived
+(first message sent to last message stored), the ratios between the three,
+and the spread over the workers.
+"""
+
+import json
+import subprocess
+import time
+import urllib.request
+
+from smtp_load import arguments
+
+PREFIX = "mailarchive-lab-"
+GATEWAY_IP = "198.18.10.10"
+WORKERS = {f"worker{n}": f"198.18.10.2{n}" for n in range(5)}
+TOKEN = "lab-token-0123456789abcdef0123456789abcdef"
+SOURCE = PREFIX + "ns"  # smtp-source runs here, outside the mail path
+
+
+def sh(container, command, check=True):
+    return subprocess.run(["docker", "exec", PREFIX + container if not container.startswith(PREFIX) else container,
+                           "sh", "-c", command], capture_output=True, text=True, check=check)
+
+
+def stored(worker):
+    request = urllib.request.Request(f"http://{WORKERS[worker]}:8025/api/v1/stats",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    for _attempt in range(120):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)["messages"]
+        except OSError:
+            time.sleep(0.25)
+    raise SystemExit(f"{worker}'s store API did not answer for 30 s")
+
+
+def load(target, recipient, args):
+    started = time.time()
+    sh(SOURCE, f"smtp-source -s {args.sessions} -m {args.messages} -l {args.length} "
+               f"-f bench@customer.example -t {recipient} {target}")
+    return time.time() - started
+
+
+def until_stored(workers, before, count, started, timeout=3600):
+    """Seconds from ``started`` until the workers hold ``count`` more messages."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if sum(stored(w) for w in workers) - sum(before.values()) >= count:
+            return time.time() - started
+        time.sleep(0.5)
+    raise SystemExit(f"only {sum(stored(w) for w in workers) - sum(before.values())} of {count} stored after {timeout} s")
+
+
+def main():
+    args = arguments(__doc__)
+    n = args.messages
+
+    sh("archive-gw", "pkill smtp-sink", check=False)
+    subprocess.Popen(["docker", "exec", PREFIX + "archive-gw", "smtp-sink", "-u", "nobody", f"{GATEWAY_IP}:2525", "256"])
+    time.sleep(1)
+    sink_s = load(f"{GATEWAY_IP}:2525", "sink@example.com", args)
+    sh("archive-gw", "pkill smtp-sink", check=False)
+
+    before = {w: stored(w) for w in WORKERS}
+    started = time.time()
+    one_ack = load(f"{WORKERS['worker0']}:25", "archive@archive.example.com", args)
+    one_done = until_stored(["worker0"], {"worker0": before["worker0"]}, n, started)
+
+    before = {w: stored(w) for w in WORKERS}
+    started = time.time()
+    gw_ack = load(f"{GATEWAY_IP}:25", "archive@archive-gw.example.com", args)
+    cluster_done = until_stored(list(WORKERS), before, n, started)
+    spread = {w: stored(w) - before[w] for w in WORKERS}
+
+    print(f"load: smtp-source -s {args.sessions} -m {n} -l {args.length}, sent from {SOURCE}")
+    print(f"smtp-sink ceiling:          {n / sink_s:8.1f} msg/s")
+    print(f"worker0 alone, accepted:    {n / one_ack:8.1f} msg/s  ({n / one_ack / (n / sink_s):.2f} of the ceiling)")
+    print(f"worker0 alone, archived:    {n / one_done:8.1f} msg/s  (first sent to last stored)")
+    print(f"gateway, accepted:          {n / gw_ack:8.1f} msg/s  ({n / gw_ack / (n / sink_s):.2f} of the ceiling)")
+    print(f"cluster, archived:          {n / cluster_done:8.1f} msg/s  ({one_done / cluster_done:.2f} x worker0 alone)")
+    print("spread: " + " ".join(f"{w}={c}" for w, c in spread.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
 import hashlib
 import os
 import re
+import smtplib
 import subprocess
 import sys
 import time
@@ -23,8 +24,20 @@ def docker(*args, check=True):
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
-def wait_running(container):
-    docker("exec", container, "systemctl", "is-system-running", "--wait", check=False)
+def wait_running(container, address):
+    """Until systemd in the restarted container is up and its postfix answers on port 25."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = docker("exec", container, "systemctl", "is-system-running", "--wait", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            try:
+                with smtplib.SMTP(address, 25, timeout=5) as client:
+                    client.noop()
+                return
+            except OSError:
+                pass
+        time.sleep(1)
+    raise AssertionError(f"{container} did not come back within 120 s")
 
 
 def reconcile(site, dr_site, **over):
@@ -66,7 +79,7 @@ def test_with_one_gateway_stopped_journal_mail_fails_over_to_the_other(site, dr_
         once_everywhere(site, dr_site, tag, messages)
     finally:
         docker("start", "archive-gw")
-        wait_running("archive-gw")
+        wait_running("archive-gw", site.ip["archive-gw"])
 
 
 def test_200_messages_reach_both_sites_and_reconciliation_finds_nothing_missing(site, dr_site):
@@ -108,6 +121,10 @@ def test_reconciliation_finds_exactly_the_messages_deleted_on_a_dr_worker_and_re
 
 
 def test_backup_and_restore_drill_with_the_gap_closed_from_the_dr_site(site, dr_site):
+    tag = f"before{int(time.time())}"
+    before = make_messages(tag, 30)
+    send(site.ip[site.gateways[0]], site.journal_address, before)
+    once_everywhere(site, dr_site, tag, before)
     docker("exec", "worker2", "systemctl", "start", "archive-store-backup.service")
     backed_up = listing(site, "worker2")
     assert backed_up, "worker2 has archived nothing to back up"

@@ -73,6 +73,8 @@ GATEWAY_SETTINGS = {
     "inet_protocols": "ipv4",
     "smtpd_recipient_restrictions": "check_recipient_access hash:/etc/postfix/domains, reject",
     "virtual_alias_maps": "hash:/etc/postfix/virtual",
+    "virtual_alias_domains": "archive-gw.example.com",
+    "mydestination": "localhost",
     "virtual_mailbox_domains": "",
     "virtual_mailbox_base": "/var/mail",
     "message_size_limit": "50000000",

@@ -6,6 +6,7 @@ import os
 import random
 import smtplib
 import ssl
+import threading
 import time
 import urllib.request
 
@@ -60,10 +61,17 @@ def listing(site, worker, since=0):
 
 
 def search(site, worker, query):
-    request = urllib.request.Request(f"{site.api(worker)}/api/v1/search?q={query}&limit=1000",
-                                     headers={"Authorization": f"Bearer {site.token}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["results"]
+    """Every match on ``worker``, a page of 1000 at a time."""
+    rows, offset = [], 0
+    while True:
+        request = urllib.request.Request(f"{site.api(worker)}/api/v1/search?q={query}&limit=1000&offset={offset}",
+                                         headers={"Authorization": f"Bearer {site.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            page = json.load(response)["results"]
+        rows.extend(page)
+        if len(page) < 1000:
+            return rows
+        offset += len(page)
 
 
 def wait_archived(site, tag, messages, timeout=90, workers=None):
@@ -82,3 +90,50 @@ def wait_archived(site, tag, messages, timeout=90, workers=None):
         if wanted <= set(found) or time.time() > deadline:
             return wanted, found
         time.sleep(1)
+
+
+class Load(threading.Thread):
+    """A steady journaling load into a gateway, as a mail server sends it.
+
+    Each of ``sessions`` threads sends its share over one SMTP session at a
+    time; a message counts as sent once the gateway answered 250 to its
+    DATA. On a refused or broken session the thread waits and sends the
+    unacknowledged message again on a new session, as an MTA retries.
+    """
+
+    def __init__(self, gateway_ip, recipient, messages, sessions=4, pause=0.0):
+        super().__init__(daemon=True)
+        self.gateway_ip, self.recipient, self.pause = gateway_ip, recipient, pause
+        self.queues = [messages[n::sessions] for n in range(sessions)]
+        self.acked = []
+        self.retries = 0
+        self.lock = threading.Lock()
+
+    def _session(self, queue):
+        while queue:
+            try:
+                with smtplib.SMTP(self.gateway_ip, 25, timeout=30) as client:
+                    client.starttls(context=_insecure())
+                    while queue:
+                        client.sendmail("journal@customer.example", [self.recipient], queue[0])
+                        with self.lock:
+                            self.acked.append(queue.pop(0))
+                        time.sleep(self.pause)
+            except (OSError, smtplib.SMTPException):
+                with self.lock:
+                    self.retries += 1
+                time.sleep(1)
+
+    def run(self):
+        threads = [threading.Thread(target=self._session, args=(queue,), daemon=True) for queue in self.queues]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def _insecure():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,6 +1,8 @@
 """Faults on the running cluster; each ends by reconciling what was sent against what is archived."""
 
 import json
+import re
+import socket
 import subprocess
 import time
 import urllib.request
@@ -8,7 +10,7 @@ import urllib.request
 import pytest
 
 from conftest import SCENARIO
-from mailflow import make_messages, send, wait_archived
+from mailflow import Load, make_messages, send, wait_archived
 
 pytestmark = pytest.mark.skipif(SCENARIO != "cluster", reason="needs the five workers of the cluster scenario")
 
@@ -61,7 +63,7 @@ def test_an_expired_license_on_one_worker_defers_its_mail_to_the_others(site):
         tag = f"license{int(started)}"
         messages = make_messages(tag, 100)
         send(site.ip[site.gateways[0]], site.journal_address, messages)
-        wanted, found = wait_archived(site, tag, messages)
+        wanted, found = wait_archived(site, tag, messages, timeout=240)
         assert summary("expired license on worker4", messages, found, started) == (0, 0)
         assert not any(copies[0][0] == worker for copies in found.values())
         assert stats(site, worker)["spool_backlog"] == 0
@@ -73,3 +75,130 @@ def test_an_expired_license_on_one_worker_defers_its_mail_to_the_others(site):
             break
         time.sleep(1)
     assert code == 250
+
+
+def test_a_full_store_disk_defers_then_everything_lands_once(site):
+    """worker3's store moves onto a 48 MB filesystem that then fills up; space comes back; nothing is lost."""
+    worker, data = "worker3", "/var/lib/archive-store"
+    conf = "/etc/archive-store/store.conf"
+
+    def sh(command):
+        return docker("exec", worker, "sh", "-c", command).stdout
+
+    sh(f"systemctl stop archive-store && rm -rf /root/store-before && cp -a {data} /root/store-before"
+       f" && mount -t tmpfs -o size=48m,mode=0700 tmpfs {data} && chown archive-store:archive-store {data}"
+       f" && cp -a /root/store-before/. {data}/ && sed -i 's/^min_free_mb = .*/min_free_mb = 8/' {conf}"
+       " && systemctl start archive-store")
+    try:
+        free_mb = int(sh(f"df -m --output=avail {data} | tail -1").strip())
+        sh(f"fallocate -l {free_mb - 12}M {data}/filler")  # leaves about 12 MB: room for a few messages
+        started = time.time()
+        tag = f"diskfull{int(started)}"
+        messages = make_messages(tag, 200, size=100_000)
+        send(site.ip[site.gateways[0]], site.journal_address, messages)
+        time.sleep(10)
+        log = docker("exec", site.gateways[0], "cat", "/var/log/postfix.log").stdout
+        assert re.search(rf"{re.escape(site.ip[worker])}\]:25: .*452 4\.3\.1 archive store (data|spool) filesystem", log) or \
+            "No space left" in stats(site, worker)["last_error"], "worker3 neither deferred nor refused"
+        sh(f"rm -f {data}/filler")
+        wanted, found = wait_archived(site, tag, messages, timeout=240)
+        assert summary("store disk full on worker3", messages, found, started) == (0, 0)
+        out = docker("exec", worker, "archive_store", "verify", "--all", check=False)
+        assert out.returncode == 0, out.stdout[-500:]
+    finally:
+        # Back onto the container's own filesystem, with everything stored meanwhile.
+        sh(f"systemctl stop archive-store; rm -f {data}/filler; rm -rf /root/store-after && cp -a {data} /root/store-after"
+           f" && umount {data} && rm -rf {data}/* && cp -a /root/store-after/. {data}/"
+           f" && sed -i 's/^min_free_mb = .*/min_free_mb = 512/' {conf} && systemctl start archive-store")
+
+
+def under_load(site, name, count, fault, timeout=300):
+    """Run ``fault`` while ``count`` messages stream into the gateway, then reconcile sent against archived."""
+    started = time.time()
+    tag = f"{name.split()[0]}{int(started)}"
+    messages = make_messages(tag, count, size=2000)
+    load = Load(site.ip[site.gateways[0]], site.journal_address, messages, pause=0.01)
+    load.start()
+    fault(load)
+    load.join(timeout)
+    assert not load.is_alive(), f"{name}: the load did not finish in {timeout} s"
+    assert len(load.acked) == count
+    wanted, found = wait_archived(site, tag, messages, timeout=timeout)
+    lost, duplicated = summary(f"{name} ({load.retries} sessions retried)", messages, found, started)
+    assert (lost, duplicated) == (0, 0)
+    return found
+
+
+def wait_until_sent(load, count, timeout=120):
+    deadline = time.time() + timeout
+    while len(load.acked) < count and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def come_back(container, address=None, port=25):
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = docker("exec", container, "systemctl", "is-system-running", "--wait", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            if address is None:
+                return
+            try:
+                socket.create_connection((address, port), timeout=3).close()
+                return
+            except OSError:
+                pass
+        time.sleep(1)
+    raise AssertionError(f"{container} did not come back within 120 s")
+
+
+def test_losing_one_then_two_workers_under_load_loses_nothing(site):
+    def fault(load):
+        wait_until_sent(load, 300)
+        docker("stop", "worker1")
+        wait_until_sent(load, 800)
+        docker("stop", "worker2")
+        wait_until_sent(load, 1400)
+        docker("start", "worker1")
+        docker("start", "worker2")
+        come_back("worker1", site.ip["worker1"])
+        come_back("worker2", site.ip["worker2"])
+
+    under_load(site, "worker loss", 2000, fault)
+
+
+def test_the_store_killed_repeatedly_under_load_loses_nothing(site):
+    def fault(load):
+        for mark in (200, 500, 800):
+            wait_until_sent(load, mark)
+            pid = docker("exec", "worker0", "systemctl", "show", "-p", "MainPID", "--value", "archive-store").stdout.strip()
+            docker("exec", "worker0", "kill", "-9", pid)
+
+    under_load(site, "store kill -9", 1200, fault)
+    assert docker("exec", "worker0", "systemctl", "is-active", "archive-store", check=False).stdout.strip() == "active"
+    out = docker("exec", "worker0", "archive_store", "verify", "--all", check=False)
+    assert out.returncode == 0, out.stdout[-500:]
+
+
+def test_restarting_the_gateway_under_load_loses_nothing(site):
+    gateway = site.gateways[0]
+
+    def fault(load):
+        wait_until_sent(load, 200)
+        docker("exec", gateway, "systemctl", "restart", "postfix")
+        wait_until_sent(load, 500)
+        docker("restart", gateway)
+        come_back(gateway, site.ip[gateway])
+
+    under_load(site, "gateway restart", 1000, fault)
+
+
+def test_a_dns_outage_of_60_s_delays_but_loses_nothing(site):
+    ns = site.dns[0]
+
+    def fault(load):
+        wait_until_sent(load, 100)
+        docker("exec", ns, "systemctl", "stop", "named")
+        time.sleep(60)
+        docker("exec", ns, "systemctl", "start", "named")
+
+    under_load(site, "DNS outage", 600, fault)

@@ -183,3 +183,4 @@ def test_verify_playbook_proves_the_site(site):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert re.search(r"delivery via archive-gw: ok, 20 sent, 0 lost, 0 duplicated, 0 altered", proc.stdout)
     assert "MX archive.example.com: ok" in proc.stdout
+    assert f"MX archive-gw.example.com: ok ({len(site.gateways)} records; SMTP ok on all)" in proc.stdout

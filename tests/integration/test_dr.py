@@ -52,12 +52,14 @@ def reconcile(site, dr_site, **over):
 
 
 def once_everywhere(site, dr_site, tag, messages):
-    """Wait until every message is archived once at the primary and once at the DR site."""
+    """Wait until every message is archived once at the primary and once at the DR site; where, at each."""
+    where = []
     for s in (site, dr_site):
         wanted, found = wait_archived(s, tag, messages, timeout=120)
         assert wanted - set(found) == set(), f"lost at {s.workers}"
         assert [sha for sha, copies in found.items() if len(copies) > 1] == [], f"duplicated at {s.workers}"
-    return found
+        where.append(found)
+    return where
 
 
 def test_the_dr_site_archives_through_its_own_gateway(dr_site):
@@ -99,7 +101,7 @@ def test_reconciliation_finds_exactly_the_messages_deleted_on_a_dr_worker_and_re
     tag = f"gap{start}"
     messages = make_messages(tag, 40)
     send(site.ip[site.gateways[0]], site.journal_address, messages)
-    found = once_everywhere(site, dr_site, tag, messages)
+    _primary, found = once_everywhere(site, dr_site, tag, messages)
     on_dr0 = sorted((row["id"], sha) for sha, copies in found.items() for worker, row in copies if worker == "dr-worker0")
     assert len(on_dr0) >= 5, f"only {len(on_dr0)} of 40 reached dr-worker0"
     victims = on_dr0[:5]
@@ -136,7 +138,7 @@ def test_backup_and_restore_drill_with_the_gap_closed_from_the_dr_site(site, dr_
         tag = f"after{start}b{batch}"
         more = make_messages(tag, 30)
         send(site.ip[site.gateways[0]], site.journal_address, more)
-        found = once_everywhere(site, dr_site, tag, more)
+        found, _dr = once_everywhere(site, dr_site, tag, more)
         messages += more
         after_on_w2 |= {sha for sha, copies in found.items() if copies[0][0] == "worker2"}
         if after_on_w2:

@@ -98,7 +98,7 @@ def test_a_full_store_disk_defers_then_everything_lands_once(site):
         send(site.ip[site.gateways[0]], site.journal_address, messages)
         time.sleep(10)
         log = docker("exec", site.gateways[0], "cat", "/var/log/postfix.log").stdout
-        assert re.search(rf"{re.escape(site.ip[worker])}\]:25: .*452 4\.3\.1 archive store (data|spool) filesystem", log) or \
+        assert re.search(rf"\[{re.escape(site.ip[worker])}\] said: 452 4\.3\.1 .*archive store (data|spool) filesystem", log) or \
             "No space left" in stats(site, worker)["last_error"], "worker3 neither deferred nor refused"
         sh(f"rm -f {data}/filler")
         wanted, found = wait_archived(site, tag, messages, timeout=240)

@@ -66,6 +66,12 @@ class PolicyHandler(socketserver.StreamRequestHandler):
     timeout = 60
 
     def handle(self):
+        try:
+            self._serve()
+        except OSError:  # postfix went away, or stayed idle past the timeout
+            return
+
+    def _serve(self):
         attributes = {}
         while True:  # postfix keeps the connection open for more requests
             line = self.rfile.readline(8192)

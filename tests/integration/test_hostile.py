@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import io
+import os
 import json
 import re
 import smtplib
@@ -157,3 +158,35 @@ def test_tls_is_offered_and_used_on_every_hop(site):
         transit = json.load(response)["transit"]
     assert len(transit) == 2, transit
     assert all(" with ESMTPS " in hop for hop in transit), transit
+
+
+def converge_gateways(*extra):
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(root / "site.yml"), "--limit", "gateways",
+         *extra], capture_output=True, text=True, cwd=root, check=False,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{root}/.collections", ANSIBLE_CONFIG=str(root / "ansible.cfg")))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_with_gateway_tls_required_plaintext_is_refused(site):
+    gateway = site.ip[site.gateways[0]]
+    converge_gateways("-e", "gateway_tls_required=true")
+    try:
+        for _attempt in range(30):  # smtpd processes from before the reload may serve a last session
+            with smtplib.SMTP(gateway, 25, timeout=30) as client:
+                client.ehlo("plain.example")
+                code, reply = client.mail("journal@customer.example")
+            if code != 250:
+                break
+            time.sleep(1)
+        assert code == 530 and b"STARTTLS" in reply, (code, reply)
+        with smtplib.SMTP(gateway, 25, timeout=30) as client:
+            client.starttls()
+            assert client.mail("journal@customer.example")[0] == 250
+            assert client.rcpt(site.journal_address)[0] == 250
+    finally:
+        converge_gateways()
+    with smtplib.SMTP(gateway, 25, timeout=30) as client:
+        client.ehlo("plain.example")
+        assert client.mail("journal@customer.example")[0] == 250

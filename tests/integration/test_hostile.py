@@ -3,8 +3,8 @@
 import base64
 import hashlib
 import io
-import os
 import json
+import os
 import re
 import smtplib
 import subprocess

@@ -112,7 +112,7 @@ def test_a_full_store_disk_defers_then_everything_lands_once(site):
            f" && sed -i 's/^min_free_mb = .*/min_free_mb = 512/' {conf} && systemctl start archive-store")
 
 
-def under_load(site, name, count, fault, timeout=300):
+def under_load(site, name, count, fault, timeout=300, allow_resent_duplicates=False):
     """Run ``fault`` while ``count`` messages stream into the gateway, then reconcile sent against archived."""
     started = time.time()
     tag = f"{name.split()[0]}{int(started)}"
@@ -125,7 +125,13 @@ def under_load(site, name, count, fault, timeout=300):
     assert len(load.acked) == count
     wanted, found = wait_archived(site, tag, messages, timeout=timeout)
     lost, duplicated = summary(f"{name} ({load.retries} sessions retried)", messages, found, started)
-    assert (lost, duplicated) == (0, 0)
+    assert lost == 0
+    if allow_resent_duplicates:
+        # SMTP's own window (RFC 1047): a session cut between the gateway's commit and its 250 makes the
+        # sender send again. Such a duplicate has the same bytes, and there are never more than retries.
+        assert duplicated <= load.retries, (duplicated, load.retries)
+    else:
+        assert duplicated == 0
     return found
 
 
@@ -189,7 +195,7 @@ def test_restarting_the_gateway_under_load_loses_nothing(site):
         docker("restart", gateway)
         come_back(gateway, site.ip[gateway])
 
-    under_load(site, "gateway restart", 1000, fault)
+    under_load(site, "gateway restart", 1000, fault, allow_resent_duplicates=True)
 
 
 def test_a_dns_outage_of_60_s_delays_but_loses_nothing(site):

@@ -173,7 +173,10 @@ def test_with_gateway_tls_required_plaintext_is_refused(site):
     gateway = site.ip[site.gateways[0]]
     converge_gateways("-e", "gateway_tls_required=true")
     try:
-        for _attempt in range(30):  # smtpd processes from before the reload may serve a last session
+        level = subprocess.run(["docker", "exec", site.gateways[0], "postconf", "-h", "smtpd_tls_security_level"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert level == "encrypt"
+        for _attempt in range(120):  # smtpd processes from before the reload may serve a last session
             with smtplib.SMTP(gateway, 25, timeout=30) as client:
                 client.ehlo("plain.example")
                 code, reply = client.mail("journal@customer.example")

@@ -75,6 +75,7 @@ GATEWAY_SETTINGS = {
     "virtual_alias_maps": "hash:/etc/postfix/virtual",
     "virtual_alias_domains": "archive-gw.example.com",
     "mydestination": "localhost",
+    "message_drop_headers": "",
     "virtual_mailbox_domains": "",
     "virtual_mailbox_base": "/var/mail",
     "message_size_limit": "50000000",

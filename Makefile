@@ -13,7 +13,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 LAB := -i inventories/lab
 LAB_DR := -i inventories/lab-dr
 
-.PHONY: collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
+.PHONY: test-faults collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
 
 ## make test: every test CI runs
 test: lint sanity test-store test-unit collection molecule
@@ -56,6 +56,10 @@ lint: venv
 
 molecule: venv images
 	molecule test --all
+
+## The fault, hostile-input and security tests on the cluster scenario (about 15 minutes more).
+test-faults: venv images
+	MAILARCHIVE_FAULTS=1 molecule test -s cluster
 
 ## make lab: both sites in local containers (the DR site first: the primary's
 ## gateways copy every message to it), then proof that mail flows and that

@@ -19,7 +19,8 @@ import pytest
 from conftest import SCENARIO
 from mailflow import listing
 
-pytestmark = pytest.mark.skipif(SCENARIO != "cluster", reason="runs on the cluster scenario")
+pytestmark = pytest.mark.skipif(SCENARIO != "cluster" or os.environ.get("MAILARCHIVE_FAULTS") != "1",
+                                reason="make test-faults: the cluster scenario with MAILARCHIVE_FAULTS=1")
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"  # beside the clone, as for the store tests
 FIX_EOLS = re.compile(rb"\r\n|\n|\r")
 

@@ -2,7 +2,8 @@
 
 In one run, the same load (default: smtp-source -s 20 -m 10000 -l 100000)
 1. into smtp-sink on the gateway: the ceiling of this machine and network;
-2. into worker0 alone, past the gateway: one worker's postfix and store;
+2. into worker0 alone, sent from archive-gw2 (workers take SMTP only from
+   the gateways), past the gateway's queue: one worker's postfix and store;
 3. into the gateway's journal address: the gateway spreads it over the
    workers by MX (and, in the lab, copies it to the DR site).
 
@@ -23,6 +24,7 @@ GATEWAY_IP = "198.18.10.10"
 WORKERS = {f"worker{n}": f"198.18.10.2{n}" for n in range(5)}
 TOKEN = "lab-token-0123456789abcdef0123456789abcdef"
 SOURCE = PREFIX + "ns"  # smtp-source runs here, outside the mail path
+DIRECT_SOURCE = PREFIX + "archive-gw2"  # workers take SMTP only from the gateways
 
 
 def sh(container, command, check=True):
@@ -42,9 +44,9 @@ def stored(worker):
     raise SystemExit(f"{worker}'s store API did not answer for 30 s")
 
 
-def load(target, recipient, args):
+def load(target, recipient, args, source=SOURCE):
     started = time.time()
-    sh(SOURCE, f"smtp-source -s {args.sessions} -m {args.messages} -l {args.length} "
+    sh(source, f"smtp-source -s {args.sessions} -m {args.messages} -l {args.length} "
                f"-f bench@customer.example -t {recipient} {target}")
     return time.time() - started
 
@@ -71,7 +73,7 @@ def main():
 
     before = {w: stored(w) for w in WORKERS}
     started = time.time()
-    one_ack = load(f"{WORKERS['worker0']}:25", "archive@archive.example.com", args)
+    one_ack = load(f"{WORKERS['worker0']}:25", "archive@archive.example.com", args, source=DIRECT_SOURCE)
     one_done = until_stored(["worker0"], {"worker0": before["worker0"]}, n, started)
 
     before = {w: stored(w) for w in WORKERS}

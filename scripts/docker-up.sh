@@ -12,6 +12,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# Every systemd container takes several inotify instances; the kernel's
+# default of 128 per user stops the 18th or so (systemd exits 255 at once).
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 1024)" -lt 1024 ]; then
+  sysctl -q -w fs.inotify.max_user_instances=1024 || echo "docker-up: could not raise fs.inotify.max_user_instances" >&2
+fi
+
 if docker info >/dev/null 2>&1; then
   exit 0
 fi

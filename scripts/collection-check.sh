@@ -15,11 +15,18 @@ cd "$out"
 export ANSIBLE_COLLECTIONS_PATH="$out/installed"
 unset ANSIBLE_CONFIG
 export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
-for module in mx_verify delivery_check archive_license; do
+# Every module and role in the tarball, so that a new one cannot be forgotten here.
+modules=$(tar -tzf "$tarball" | sed -n 's|^\(\./\)\{0,1\}plugins/modules/\([a-z_]*\)\.py$|\2|p' | sort)
+roles=$(tar -tzf "$tarball" | sed -n 's|^\(\./\)\{0,1\}roles/\([a-z_]*\)/meta/argument_specs\.yml$|\2|p' | sort)
+if [ -z "$modules" ] || [ -z "$roles" ]; then
+  echo "no modules or roles found in $tarball" >&2
+  exit 1
+fi
+for module in $modules; do
   ansible-doc "mailarchive.cluster.$module" | grep -q "^> MODULE mailarchive.cluster.$module"
   echo "ansible-doc mailarchive.cluster.$module: ok"
 done
-for role in dns gateway worker postfix; do
+for role in $roles; do
   ansible-doc -t role "mailarchive.cluster.$role" | grep -q "mailarchive.cluster.$role"
   echo "ansible-doc -t role mailarchive.cluster.$role: ok"
 done

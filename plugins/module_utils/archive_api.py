@@ -15,6 +15,22 @@ from urllib.parse import quote
 from ansible.module_utils.urls import open_url
 
 
+# Archive IDs start with a TAI64N label: 8 bytes of seconds, 4 of nanoseconds.
+TAI64_EPOCH = 2 ** 62 + 10
+# delivery_check's probes carry Message-IDs of this form (run token, number).
+PROBE_MESSAGE_ID = "<probe-%s-%d@mailarchive.invalid>"
+
+
+def archive_id_time(archive_id):
+    """Unix time (seconds, with fraction) at which a worker stored the message with this ID."""
+    return int(archive_id[0:16], 16) - TAI64_EPOCH + int(archive_id[16:24], 16) / 1e9
+
+
+def is_probe(message_id):
+    """Whether a Message-ID is one of delivery_check's probes."""
+    return message_id.startswith("<probe-") and message_id.endswith("@mailarchive.invalid>")
+
+
 class ArchiveApiError(Exception):
     """One line naming the worker, the request and what went wrong."""
 

@@ -158,14 +158,14 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
-from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import ArchiveApi, ArchiveApiError
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
+    PROBE_MESSAGE_ID, ArchiveApi, ArchiveApiError, archive_id_time)
 
-TAI64_EPOCH = 2 ** 62 + 10
 FILLER = b"The quick brown fox jumps over the lazy dog while the archive keeps every byte. "
 
 
 def make_probe(run, number, sender, recipient, size):
-    message_id = "<probe-%s-%d@mailarchive.invalid>" % (run, number)
+    message_id = PROBE_MESSAGE_ID % (run, number)
     head = (
         "From: %s\r\nTo: %s\r\nSubject: [mailarchive probe] %s %d\r\nMessage-ID: %s\r\n"
         "Date: %s\r\nX-Mailarchive-Probe: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
@@ -175,10 +175,6 @@ def make_probe(run, number, sender, recipient, size):
     while len(head) + len(body) < size:
         body += FILLER + b"\r\n"
     return message_id, head + body
-
-
-def id_time(archive_id):
-    return int(archive_id[0:16], 16) - TAI64_EPOCH + int(archive_id[16:24], 16) / 1e9
 
 
 def percentile(values, fraction):
@@ -272,7 +268,7 @@ def run_check(module):
             entry.update(worker=worker["name"], archive_id=row["id"],
                          server_id_ok=int(row["id"][24:26], 16) == worker["server_id"],
                          sha256_ok=row["sha256"] == probe["sha256"] and row["size"] == len(probe["raw"]),
-                         latency=round(id_time(row["id"]) - probe["sent_at"], 3))
+                         latency=round(archive_id_time(row["id"]) - probe["sent_at"], 3))
             latencies.append(entry["latency"])
             if not (entry["server_id_ok"] and entry["sha256_ok"]):
                 mismatched.append(probe["message_id"])

@@ -173,17 +173,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
-from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import ArchiveApi, ArchiveApiError
-
-TAI64_EPOCH = 2 ** 62 + 10
-
-
-def id_seconds(archive_id):
-    return int(archive_id[0:16], 16) - TAI64_EPOCH
-
-
-def is_probe(message_id):
-    return message_id.startswith("<probe-") and message_id.endswith("@mailarchive.invalid>")
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
+    ArchiveApi, ArchiveApiError, archive_id_time, is_probe)
 
 
 def absolute(value, now):
@@ -212,7 +203,7 @@ class Site(object):
 
 def compare(sites, since, until, slack, exclude_probes):
     wide = [site.messages(since - slack, until + slack, exclude_probes) for site in sites]
-    narrow = [dict((sha, hit) for sha, hit in found.items() if since <= id_seconds(hit[0]["id"]) < until) for found in wide]
+    narrow = [dict((sha, hit) for sha, hit in found.items() if since <= archive_id_time(hit[0]["id"]) < until) for found in wide]
     missing = {}
     for index, site in enumerate(sites):
         other = 1 - index

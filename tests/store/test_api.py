@@ -76,6 +76,8 @@ def test_served_store_ingests_and_answers_search_and_fetch(served):
     assert body == raw
     body = _get(base + f"/api/v1/messages/{row['id']}?raw=1", env.token)[1]
     assert base64.b64decode(json.loads(body)["raw_b64"]) == raw
+    transit = json.loads(body)["transit"]  # the cluster's Received headers, kept beside the bytes
+    assert len(transit) == 2 and "by worker0.example.com (Postfix) with ESMTPS" in transit[0], transit
     stats = json.loads(_get(base + "/api/v1/stats", env.token)[1])
     assert stats["messages"] == 1 and stats["spool_backlog"] == 0 and stats["server_id"] == 0
     assert stats["license"]["days_left"] > 300 and stats["ingesting"] is True

@@ -133,6 +133,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(404, {"error": f"no message with id {archive_id}"})
             if len(parts) == 5 and parts[4] == "raw":
                 return self._send(200, store.get_raw(archive_id), "message/rfc822")
+            row["transit"] = store.index.transit(archive_id)
             if query.get("raw", ["0"])[0] == "1":
                 row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
             return self._json(200, row)

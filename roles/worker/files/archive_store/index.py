@@ -165,15 +165,15 @@ class Index:
 
     # -- reading ----------------------------------------------------------
     def get(self, archive_id: str) -> Optional[dict]:
-        """A message's metadata, with the transit headers (Received by this cluster's hosts) of its first arrival."""
         row = self.conn.execute("SELECT * FROM messages WHERE id = ?", (archive_id,)).fetchone()
-        if row is None:
-            return None
-        out = self._describe(row)
-        first = self.conn.execute("SELECT transit FROM arrivals WHERE message = ? ORDER BY arrived LIMIT 1",
-                                  (row["rowid"],)).fetchone()
-        out["transit"] = [h for h in (first[0] if first else "").split("\n") if h]
-        return out
+        return self._describe(row) if row else None
+
+    def transit(self, archive_id: str) -> List[str]:
+        """The transit headers (Received by this cluster's hosts) of a message's first arrival."""
+        first = self.conn.execute(
+            "SELECT a.transit FROM arrivals a JOIN messages m ON m.rowid = a.message WHERE m.id = ?"
+            " ORDER BY a.arrived LIMIT 1", (archive_id,)).fetchone()
+        return [h for h in (first[0] if first else "").split("\n") if h]
 
     def _describe(self, row: sqlite3.Row) -> dict:
         out = {c: row[c] for c in COLUMNS}

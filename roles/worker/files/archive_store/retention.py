@@ -81,6 +81,13 @@ class Holds:
         return ""
 
 
+def _remove(store: Store, row: dict, **detail) -> None:
+    """Audit the removal first (reindex skips audited IDs), then drop the row and delete the object."""
+    audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"], sha256=row["sha256"], **detail)
+    store.index.remove(row["id"])
+    store.objects.delete(row["id"])
+
+
 def purge(store: Store, dry_run: bool, now: float = None) -> List[dict]:
     """Remove expired messages not under hold; return what was (or would be) removed."""
     now = int(time.time() if now is None else now)
@@ -95,10 +102,7 @@ def purge(store: Store, dry_run: bool, now: float = None) -> List[dict]:
         removed.append(entry)
         if dry_run:
             continue
-        audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"],
-              sha256=row["sha256"], retain_until=row["retain_until"])
-        store.index.remove(row["id"])
-        store.objects.delete(row["id"])
+        _remove(store, row, retain_until=row["retain_until"])
     return removed
 
 
@@ -124,9 +128,6 @@ def purge_probes(store: Store, run: str, now: float = None) -> List[dict]:
         headers = BytesHeaderParser().parsebytes(store.get_raw(row["id"]))
         if str(headers.get("X-Mailarchive-Probe", "")).strip() != run:
             continue
-        audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"],
-              sha256=row["sha256"], reason=f"delivery-check probe run {run}")
-        store.index.remove(row["id"])
-        store.objects.delete(row["id"])
+        _remove(store, row, reason=f"delivery-check probe run {run}")
         removed.append({"id": row["id"], "message_id": row["message_id"], "sha256": row["sha256"]})
     return removed

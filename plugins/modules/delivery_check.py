@@ -75,6 +75,7 @@ options:
       - The store removes only messages that are unmistakably this run's probes (Message-ID, envelope sender and
         C(X-Mailarchive-Probe) header all match, archived less than a day ago, no legal hold), and appends an audit
         entry with ID, Message-ID and sha256 for each before deleting it.
+      - The store accepts only the default O(sender) as a probe's envelope sender; with another one no probe is removed.
       - A probe that cannot be removed fails the task.
     type: bool
     default: false

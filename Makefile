@@ -74,9 +74,14 @@ lab: venv images
 	ansible-playbook $(LAB) playbooks/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
 	@cat lab/USAGE.txt
 
-## make bench: the cluster benchmark on the running lab (make lab first); figures in docs/BENCHMARKS.md.
-bench: venv
+## make bench: the cluster benchmarks on the running lab (make lab first); figures in docs/BENCHMARKS.md.
+## The search benchmark's single store is built once by bench/search.py (about an hour), the
+## five workers' share once by cluster_search.py load (about 30 minutes); later runs top up.
+bench: venv deps-store
 	python bench/cluster.py
+	$(PY_DEBIAN) bench/search.py -n 1000000 --queries 30
+	python bench/cluster_search.py load
+	python bench/cluster_search.py run
 
 lab-down: venv
 	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false

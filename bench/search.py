@@ -7,6 +7,7 @@ messages is topped up to N.
 """
 
 import argparse
+import itertools
 import random
 import statistics
 import sys
@@ -42,14 +43,37 @@ def setup(base: Path) -> Store:
     return Store(configuration.load(conf))
 
 
-def message(rng, words, weights, senders, number):
-    subject = " ".join(rng.choices(words, weights, k=rng.randint(3, 8)))
-    body = " ".join(rng.choices(words, weights, k=rng.randint(40, 200)))
+def corpus():
+    """The vocabulary, its Zipf-like cumulative weights (as in real text) and 5,000 senders: always the same."""
+    rng = random.Random(42)
+    words = vocabulary(rng, 20000)
+    cum_weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(words))))
+    senders = [f"{rng.choice(words)}.{rng.choice(words)}@{rng.choice(words)}.example" for _n in range(5000)]
+    return words, cum_weights, senders
+
+
+def message(rng, words, cum_weights, senders, number):
+    """Message ``number`` of the sequence that ``random.Random(0)`` generates from message 0 on."""
+    subject = " ".join(rng.choices(words, cum_weights=cum_weights, k=rng.randint(3, 8)))
+    body = " ".join(rng.choices(words, cum_weights=cum_weights, k=rng.randint(40, 200)))
     body = "\r\n".join(body[i:i + 76] for i in range(0, len(body), 76))
     sender = senders[int(rng.paretovariate(1.2)) % len(senders)]
     rcpt = rng.choice(senders)
     return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: {subject}\r\nMessage-ID: <bench-{number}@bench.example>\r\n"
             f"Date: Mon, 02 Mar 2026 10:{number % 60:02d}:00 +0000\r\n\r\n{body}\r\n").encode()
+
+
+def queries(words, senders, count):
+    """``count`` single-word queries (common, middling and rare words) and ``count`` from:+word queries."""
+    qrng = random.Random(7)
+    common = words[:50]
+    middle = words[500:5000]
+    rare = words[10000:]
+    single = [qrng.choice(common) for _n in range(count // 3)] + \
+             [qrng.choice(middle) for _n in range(count // 3)] + [qrng.choice(rare) for _n in range(count // 3)]
+    from_word = [f"from:{qrng.choice(senders[:500])} {qrng.choice(middle)}" for _n in range(count // 2)] + \
+                [f"from:{qrng.choice(senders[:500])} {qrng.choice(common)}" for _n in range(count // 2)]
+    return single, from_word
 
 
 def timed(store, queries):
@@ -68,21 +92,20 @@ def main():
     parser.add_argument("--dir", default="/var/tmp/archive-search-bench")
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
-    rng = random.Random(42)
-    words = vocabulary(rng, 20000)
-    weights = [1 / (rank + 1) for rank in range(len(words))]  # Zipf-like, as in real text
-    senders = [f"{rng.choice(words)}.{rng.choice(words)}@{rng.choice(words)}.example" for _n in range(5000)]
+    words, cum_weights, senders = corpus()
 
     store = setup(Path(args.dir))
     have = store.index.stats()["messages"]
-    rng_load = random.Random(have)
+    rng_load = random.Random(0)
+    for number in range(have):  # a top-up goes on with the same sequence (bench/cluster_search.py relies on it)
+        message(rng_load, words, cum_weights, senders, number)
     started = time.time()
     loaded = 0
     while have + loaded < args.messages:
         batch = []
         for _n in range(min(1000, args.messages - have - loaded)):
             number = have + loaded + len(batch)
-            batch.append(Arrival(raw=message(rng_load, words, weights, senders, number), spool_name=f"bench-{number}"))
+            batch.append(Arrival(raw=message(rng_load, words, cum_weights, senders, number), spool_name=f"bench-{number}"))
         store.ingest(batch)
         loaded += len(batch)
         if loaded % 50000 == 0:
@@ -94,21 +117,14 @@ def main():
     index_bytes = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
     objects_bytes = stats["stored_bytes"]
 
-    qrng = random.Random(7)
-    common = words[:50]
-    middle = words[500:5000]
-    rare = words[10000:]
-    single = [qrng.choice(common) for _n in range(args.queries // 3)] + \
-             [qrng.choice(middle) for _n in range(args.queries // 3)] + [qrng.choice(rare) for _n in range(args.queries // 3)]
-    from_word = [f"from:{qrng.choice(senders[:500])} {qrng.choice(middle)}" for _n in range(args.queries // 2)] + \
-                [f"from:{qrng.choice(senders[:500])} {qrng.choice(common)}" for _n in range(args.queries // 2)]
+    single, from_word = queries(words, senders, args.queries)
     timed(store, single[:20])  # warm the page cache the way a running server is warm
     print(f"store: {stats['messages']} messages, raw {stats['raw_bytes'] / 1e9:.2f} GB, "
           f"objects {objects_bytes / 1e9:.2f} GB, index {index_bytes / 1e9:.2f} GB "
           f"(index/raw {index_bytes / stats['raw_bytes']:.2f})")
-    for label, queries in (("single word", single), ("from:+word", from_word)):
-        p50, p95, worst = timed(store, queries)
-        print(f"{label:12} ({len(queries)} queries, limit 50): p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {worst:6.1f} ms")
+    for label, batch in (("single word", single), ("from:+word", from_word)):
+        p50, p95, worst = timed(store, batch)
+        print(f"{label:12} ({len(batch)} queries, limit 50): p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {worst:6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
 
@@ -26,6 +27,11 @@ def archive_id_time(archive_id):
     return int(archive_id[0:16], 16) - TAI64_EPOCH + int(archive_id[16:24], 16) / 1e9
 
 
+def archive_id_server(archive_id):
+    """The server_id of the worker that stored the message with this ID."""
+    return int(archive_id[24:26], 16)
+
+
 def is_probe(message_id):
     """Whether a Message-ID is one of delivery_check's probes."""
     return message_id.startswith("<probe-") and message_id.endswith("@mailarchive.invalid>")
@@ -35,12 +41,42 @@ class ArchiveApiError(Exception):
     """One line naming the worker, the request and what went wrong."""
 
 
+def worker_apis(params):
+    """An ArchiveApi per entry of the archive_api doc fragment's O(workers), with O(api_token) as fallback."""
+    apis = []
+    for spec in params["workers"]:
+        token = spec.get("token") or params.get("api_token")
+        if not token:
+            raise ArchiveApiError("worker %s: no API token (set workers[].token or api_token)" % spec["name"])
+        apis.append(ArchiveApi(spec["name"], spec["url"], token, params["api_timeout"], spec.get("server_id")))
+    return apis
+
+
+def search_all(apis, query, limit=50, offset=0):
+    """Search every worker at once; the newest matches cluster-wide, ``offset`` to ``offset + limit``.
+
+    Each worker returns its own newest ``offset + limit``; the merge orders them by archive ID, which
+    starts with the time the message was stored. Each result names its ``worker``. The first worker
+    that fails raises ArchiveApiError: a search that silently left out a worker would be wrong.
+    """
+    with ThreadPoolExecutor(max_workers=len(apis)) as pool:
+        answers = [(api, pool.submit(api.search, query, offset + limit)) for api in apis]
+        merged = []
+        for api, answer in answers:
+            for row in answer.result():
+                row["worker"] = api.name
+                merged.append(row)
+    merged.sort(key=lambda row: row["id"], reverse=True)
+    return merged[offset:offset + limit]
+
+
 class ArchiveApi(object):
-    def __init__(self, name, url, token, timeout=5.0):
+    def __init__(self, name, url, token, timeout=5.0, server_id=None):
         self.name = name
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.server_id = server_id
 
     def _request(self, path, method="GET"):
         try:

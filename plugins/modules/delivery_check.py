@@ -160,7 +160,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    PROBE_MESSAGE_ID, ArchiveApi, ArchiveApiError, archive_id_time)
+    PROBE_MESSAGE_ID, ArchiveApiError, archive_id_server, archive_id_time, worker_apis)
 
 FILLER = b"The quick brown fox jumps over the lazy dog while the archive keeps every byte. "
 
@@ -237,12 +237,10 @@ def remove(params, workers, found, run):
 def run_check(module):
     params = module.params
     run = os.urandom(4).hex()
-    workers = []
-    for spec in params["workers"]:
-        token = spec.get("token") or params["api_token"]
-        if not token:
-            module.fail_json(msg="worker %s: no API token (set workers[].token or api_token)" % spec["name"])
-        workers.append(dict(spec, api=ArchiveApi(spec["name"], spec["url"], token, params["api_timeout"])))
+    try:
+        workers = [dict(spec, api=api) for spec, api in zip(params["workers"], worker_apis(params))]
+    except ArchiveApiError as exc:
+        module.fail_json(msg=str(exc))
     probes = []
     for number in range(params["count"]):
         message_id, raw = make_probe(run, number, params["sender"], params["recipient"], params["size"])
@@ -267,7 +265,7 @@ def run_check(module):
             worker, row = copies[0]
             spread[worker["name"]] += 1
             entry.update(worker=worker["name"], archive_id=row["id"],
-                         server_id_ok=int(row["id"][24:26], 16) == worker["server_id"],
+                         server_id_ok=archive_id_server(row["id"]) == worker["server_id"],
                          sha256_ok=row["sha256"] == probe["sha256"] and row["size"] == len(probe["raw"]),
                          latency=round(archive_id_time(row["id"]) - probe["sent_at"], 3))
             latencies.append(entry["latency"])

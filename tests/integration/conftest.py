@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,15 @@ RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVEN
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
 # The dr scenario's DR site has an inventory of its own.
 DR_INVENTORY = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", ".")) / "dr-inventory"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def playbook(path, *args):
+    """Run one of the collection's playbooks (relative to the repository) on the scenario's inventory."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / path), *args],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
 
 
 def rendered(runner, host, names):

@@ -99,6 +99,7 @@ class Load(threading.Thread):
     time; a message counts as sent once the gateway answered 250 to its
     DATA. On a refused or broken session the thread waits and sends the
     unacknowledged message again on a new session, as an MTA retries.
+    ``stop()`` ends the load after the messages in flight; only ``acked`` were sent.
     """
 
     def __init__(self, gateway_ip, recipient, messages, sessions=4, pause=0.0):
@@ -108,13 +109,18 @@ class Load(threading.Thread):
         self.acked = []
         self.retries = 0
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
 
     def _session(self, queue):
-        while queue:
+        while queue and not self.stopping.is_set():
             try:
                 with smtplib.SMTP(self.gateway_ip, 25, timeout=30) as client:
                     client.starttls(context=_insecure())
-                    while queue:
+                    while queue and not self.stopping.is_set():
                         client.sendmail("journal@customer.example", [self.recipient], queue[0])
                         with self.lock:
                             self.acked.append(queue.pop(0))

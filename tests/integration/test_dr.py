@@ -1,7 +1,6 @@
 """The second gateway, the DR site, reconciliation and the backup and restore drill (dr scenario)."""
 
 import hashlib
-import os
 import re
 import smtplib
 import subprocess
@@ -11,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCENARIO
+from conftest import SCENARIO, playbook
 from mailflow import listing, make_messages, send, send_by_mx, wait_archived
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from module_runner import ROOT, run_module  # noqa: E402
+from module_runner import run_module  # noqa: E402
 
 pytestmark = pytest.mark.skipif(SCENARIO != "dr", reason="needs the dr scenario's two sites")
 
@@ -146,10 +145,7 @@ def test_backup_and_restore_drill_with_the_gap_closed_from_the_dr_site(site, dr_
     assert after_on_w2, f"no message of {len(messages)} reached worker2"
     # Destroy worker2's store.
     docker("exec", "worker2", "sh", "-c", "systemctl stop archive-store && rm -rf /var/lib/archive-store/*")
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "playbooks" / "restore.yml"),
-         "-e", "target=worker2"], capture_output=True, text=True, cwd=ROOT, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    proc = playbook("playbooks/restore.yml", "-e", "target=worker2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert re.search(r"verified (\d+) messages: \1 ok, 0 failed", proc.stdout), proc.stdout[-2000:]
     assert listing(site, "worker2") == backed_up

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SCENARIO
+from conftest import SCENARIO, playbook
 from mailflow import Load, make_messages, send, wait_archived
 
 pytestmark = pytest.mark.skipif(SCENARIO != "cluster" or os.environ.get("MAILARCHIVE_FAULTS") != "1",
@@ -210,3 +210,48 @@ def test_a_dns_outage_of_60_s_delays_but_loses_nothing(site):
         docker("exec", ns, "systemctl", "start", "named")
 
     under_load(site, "DNS outage", 600, fault)
+
+
+def store_run_window(worker):
+    """(stopped, started again) of the store's last restart, in the host's monotonic microseconds."""
+    out = docker("exec", worker, "systemctl", "show", "archive-store", "-p",
+                 "ActiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic").stdout
+    values = dict(line.split("=", 1) for line in out.split())
+    return int(values["ActiveExitTimestampMonotonic"]), int(values["ActiveEnterTimestampMonotonic"])
+
+
+def test_a_rolling_upgrade_under_load_restarts_one_drained_worker_at_a_time(site):
+    """site.yml re-run with a changed store setting while mail streams in: every store restarts,
+    one after the other and each drained first; nothing is lost, and since no session is cut, nothing
+    is duplicated and the sender never has to retry."""
+    before = {w: store_run_window(w) for w in site.workers}
+    started = time.time()
+    tag = f"rolling{int(started)}"
+    messages = make_messages(tag, 20000, size=2000)
+    load = Load(site.ip[site.gateways[0]], site.journal_address, messages, pause=0.05)
+    load.start()
+    wait_until_sent(load, 100)
+    try:
+        proc = playbook("site.yml", "--limit", "workers", "-e", "worker_batch_size=150")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    finally:
+        load.stop()
+    sent = load.acked
+    assert len(sent) > 200 and load.retries == 0, (len(sent), load.retries)
+    wanted, found = wait_archived(site, tag, sent, timeout=300)
+    assert summary(f"rolling upgrade ({len(sent)} sent during the run)", sent, found, started) == (0, 0)
+    assert {copies[0][0] for copies in found.values()} == set(site.workers), "mail did not keep reaching every worker"
+
+    after = {w: store_run_window(w) for w in site.workers}
+    assert all(after[w][1] > before[w][1] for w in site.workers), "not every store was restarted"
+    windows = sorted(after.values())
+    assert all(later[0] > earlier[1] for earlier, later in zip(windows, windows[1:])), f"restarts overlapped: {windows}"
+    for worker in site.workers:
+        conf = docker("exec", worker, "cat", "/etc/archive-store/store.conf").stdout
+        assert "batch_size = 150" in conf
+        assert stats(site, worker)["maintenance"] == ""
+    log = docker("exec", site.gateways[0], "cat", "/var/log/postfix.log").stdout
+    print(f"the gateway was told 451 4.3.2 (maintenance) {log.count('451 4.3.2')} times and sent elsewhere")
+    # Back to the inventory's setting (another rolling restart, without load).
+    proc = playbook("site.yml", "--limit", "workers", "--tags", "worker_configure")
+    assert proc.returncode == 0, proc.stdout[-3000:]

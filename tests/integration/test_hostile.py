@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCENARIO
+from conftest import SCENARIO, playbook
 from mailflow import listing
 
 pytestmark = pytest.mark.skipif(SCENARIO != "cluster" or os.environ.get("MAILARCHIVE_FAULTS") != "1",
@@ -120,6 +120,65 @@ def test_nasty_messages_are_archived_byte_identical_or_refused_cleanly(site):
         assert out.returncode == 0, out.stdout[-500:]
 
 
+def sized(tag, number, size, blob):
+    """A message of exactly ``size`` bytes on the wire: a text part and a base64 attachment."""
+    head = (f"From: big@customer.example\r\nSubject: size {tag} {number}\r\nMessage-ID: <{tag}-{number}@molecule.test>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b{tag}\"\r\n\r\n--b{tag}\r\n"
+            f"Content-Type: text/plain\r\n\r\n{tag} {number}\r\n--b{tag}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"big.bin\"\r\n\r\n").encode()
+    tail = f"--b{tag}--\r\n".encode()
+    room = size - len(head) - len(tail)
+    full, last = divmod(room, 78)  # 76 characters and CRLF a line, then one shorter or longer line
+    if last == 1:
+        full, last = full - 1, 79
+    body = b"".join(blob[n * 76:(n + 1) * 76] + b"\r\n" for n in range(full))
+    if last:
+        body += blob[full * 76:full * 76 + last - 2] + b"\r\n"
+    raw = head + body + tail
+    assert len(raw) == size
+    return raw
+
+
+def test_a_message_at_the_size_limit_is_archived_and_one_byte_more_is_refused(site):
+    """postfix counts the queue file (envelope records and its own Received header too), so the largest
+    message the gateway takes is found by bisection; it must reach a worker and be archived byte-identical
+    (the worker's limit must leave room for the gateway's Received header), and one byte more is refused."""
+    limit = int(subprocess.run(["docker", "exec", site.gateways[0], "postconf", "-h", "message_size_limit"],
+                               capture_output=True, text=True, check=True).stdout)
+    since = int(time.time()) - 2
+    tag = f"sizelimit{int(time.time())}"
+    blob = base64.b64encode(os.urandom(limit * 3 // 4 + 1000))
+    answers = {}
+
+    def attempt(size):
+        raw = sized(tag, len(answers), size, blob)
+        with smtplib.SMTP(site.ip[site.gateways[0]], 25, timeout=300) as client:
+            client.starttls()
+            try:
+                client.sendmail("journal@customer.example", [site.journal_address], raw)
+                answers[size] = (250, raw)
+            except smtplib.SMTPResponseException as exc:
+                answers[size] = (exc.smtp_code, exc.smtp_error)
+        return answers[size][0] == 250
+
+    low, high = limit - 16384, limit
+    assert attempt(low) and not attempt(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if attempt(middle):
+            low = middle
+        else:
+            high = middle
+    code, text = answers[high]
+    assert code == 552 and b"5.3.4" in text, (code, text)
+    accepted = {hashlib.sha256(raw).hexdigest(): size for size, (code, raw) in answers.items() if code == 250}
+    found = archived_since(site, since, accepted, timeout=600)
+    print(f"size limit {limit}: largest accepted {low} bytes ({limit - low} below the limit), {high} refused: "
+          f"{code} {text.decode()!r}; {len(accepted)} accepted probes, {len(found)} archived")
+    assert sorted(size for sha, size in accepted.items() if sha not in found) == []
+    assert all(len(workers) == 1 for workers in found.values())
+
+
 def test_the_store_api_refuses_requests_without_or_with_a_wrong_token(site):
     for token in (None, "wrong-token-0123456789abcdef", site.token[:-1] + "x"):
         request = urllib.request.Request(f"{site.api(site.workers[0])}/api/v1/search?q=a")
@@ -162,11 +221,7 @@ def test_tls_is_offered_and_used_on_every_hop(site):
 
 
 def converge_gateways(*extra):
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(root / "site.yml"), "--limit", "gateways",
-         *extra], capture_output=True, text=True, cwd=root, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{root}/.collections", ANSIBLE_CONFIG=str(root / "ansible.cfg")))
+    proc = playbook("site.yml", "--limit", "gateways", *extra)
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 

@@ -1,18 +1,15 @@
 """What a person would check on the deployed site, through real DNS and SMTP."""
 
-import os
 import re
 import smtplib
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import RUNNER, SCENARIO, rendered
+from conftest import RUNNER, SCENARIO, playbook, rendered
 from mailflow import make_messages, send, wait_archived
 
-ROOT = Path(__file__).resolve().parents[2]
 MANY = 100 if SCENARIO == "cluster" else 20
 
 
@@ -175,12 +172,7 @@ def test_every_worker_verifies_its_whole_store(host, site):
 
 
 def test_verify_playbook_proves_the_site(site):
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / "playbooks" / "verify.yml"),
-         "-e", f"verify_min_workers={min(4, len(site.workers))}"],
-        capture_output=True, text=True, cwd=ROOT, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")),
-    )
+    proc = playbook("playbooks/verify.yml", "-e", f"verify_min_workers={min(4, len(site.workers))}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert re.search(r"delivery via archive-gw: ok, 20 sent, 0 lost, 0 duplicated, 0 altered", proc.stdout)
     assert "MX archive.example.com: ok" in proc.stdout

@@ -97,3 +97,15 @@ def test_too_little_free_disk_space_gets_a_temporary_error(env, server):
     [[action]] = ask(port, [REQUEST])
     assert action.startswith("action=452 4.3.1 archive store data filesystem has ")
     assert action.endswith("try another worker")
+
+
+def test_maintenance_refuses_new_mail_until_it_is_switched_off(env, server):
+    port = server()
+    assert env.cli("maintenance", "status").stdout.decode().strip() == "off"
+    assert env.cli("maintenance", "on", "restart", "by", "ansible").stdout.decode().strip() == "restart by ansible"
+    [[action]] = ask(port, [REQUEST])
+    assert action == "action=451 4.3.2 archive store in maintenance (restart by ansible); try another worker"
+    assert '"maintenance": "restart by ansible"' in env.cli("stats").stdout.decode()
+    env.cli("maintenance", "off")
+    assert ask(port, [REQUEST]) == [["action=DUNNO"]]
+    assert '"maintenance": ""' in env.cli("stats").stdout.decode()

@@ -181,7 +181,23 @@ def cmd_snapshot(args) -> int:
     return 0
 
 
+def cmd_maintenance(args) -> int:
+    """Refuse new mail with 4xx (the gateways send it to other workers), e.g. before a restart."""
+    from archive_store.policy import clear_maintenance, maintenance, set_maintenance
+
+    conf = configuration.load(args.config)
+    if args.state == "on":
+        set_maintenance(conf, " ".join(args.reason) or "maintenance")
+        log.warning("maintenance on: new mail is refused with 451 4.3.2")
+    elif args.state == "off":
+        clear_maintenance(conf)
+        log.warning("maintenance off: new mail is accepted")
+    print(maintenance(conf) or "off")
+    return 0
+
+
 def cmd_stats(args) -> int:
+    from archive_store.policy import maintenance
     from archive_store.spool import Maildir
 
     store = _store(args, readonly=True)
@@ -189,6 +205,7 @@ def cmd_stats(args) -> int:
     stats = store.index.stats()
     stats["spool_backlog"] = Maildir(conf.spool_dir).backlog()
     stats["server_id"] = conf.server_id
+    stats["maintenance"] = maintenance(conf)
     try:
         lic = licensing.load(conf.license_file, conf.server_id, conf.hostname)
         stats["license"] = lic.as_dict()
@@ -278,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="write a consistent copy of the live index (for backups)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_snapshot)
+    p = sub.add_parser("maintenance", help="refuse new mail with 4xx while on (drain before a restart)")
+    p.add_argument("state", choices=["on", "off", "status"])
+    p.add_argument("reason", nargs="*", help="shown in the 451 reply and in stats")
+    p.set_defaults(func=cmd_maintenance)
     sub.add_parser("stats", help="counts, bytes, spool backlog, license").set_defaults(func=cmd_stats)
     p = sub.add_parser("purge", help="remove messages past retention, except those on hold")
     p.add_argument("--dry-run", action="store_true")

@@ -66,6 +66,10 @@ class Config:
     def holds_file(self) -> Path:
         return self.data_dir / "holds.json"
 
+    @property
+    def maintenance_file(self) -> Path:
+        return self.data_dir / "maintenance"
+
     def api_address(self) -> tuple:
         return _address(self.api_listen, "api")
 

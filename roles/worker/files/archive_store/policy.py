@@ -7,7 +7,9 @@ temporary error naming the reason while
 * the license is invalid (expired, wrong server_id, ...): ingest has
   stopped, so new mail would only pile up here;
 * the store's data or spool filesystem has less than ``min_free_mb`` free,
-  plus the size the client announced.
+  plus the size the client announced;
+* the worker is in maintenance (``archive_store maintenance on``): it is
+  being drained before a restart, so that no SMTP session is cut.
 
 A 4xx makes the gateway try the next MX host, so the mail lands on another
 worker instead of waiting here.  If this service does not answer at all
@@ -28,10 +30,30 @@ log = logging.getLogger("archive_store.policy")
 MB = 1024 * 1024
 
 
+def maintenance(config: Config) -> str:
+    """The reason this worker is in maintenance, or "" when it is not."""
+    try:
+        reason = config.maintenance_file.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+    return reason or "maintenance"
+
+
+def set_maintenance(config: Config, reason: str) -> None:
+    config.maintenance_file.write_text(reason.replace("\n", " ").strip() + "\n", encoding="utf-8")
+
+
+def clear_maintenance(config: Config) -> None:
+    config.maintenance_file.unlink(missing_ok=True)
+
+
 def decide(config: Config, license_error: Callable[[], str], attributes: Dict[str, str]) -> str:
     """The action for one policy request."""
     if attributes.get("request") != "smtpd_access_policy":
         return "DUNNO"
+    reason = maintenance(config)
+    if reason:
+        return f"451 4.3.2 archive store in maintenance ({reason}); try another worker"
     problem = license_error()
     if problem:
         return f"451 4.7.0 archive store refuses mail for now: {problem}"

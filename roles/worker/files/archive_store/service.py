@@ -11,6 +11,7 @@ from archive_store import license as licensing
 from archive_store.config import Config
 from archive_store.errors import StoreError
 from archive_store.license import LicenseError
+from archive_store.policy import maintenance
 from archive_store.spool import Maildir, from_postfix
 from archive_store.store import Store
 
@@ -135,6 +136,7 @@ class Ingestor:
             "license_error": self.license_error,
             "last_error": self.last_error,
             "spool_backlog": self.spool.backlog(),
+            "maintenance": maintenance(self.config),
             "stored_since_start": self.stored,
             "duplicates_since_start": self.duplicates,
         }

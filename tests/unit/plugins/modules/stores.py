@@ -1,0 +1,98 @@
+"""Real archive stores for the module tests: a `serve` process each, fed by an SMTP "gateway".
+
+The gateways are aiosmtpd servers that deliver into the store's spool as
+postfix's virtual(8) does, so a message really travels SMTP -> spool ->
+store before a module sees it.
+"""
+
+import os
+import secrets
+import smtplib
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from conftest import free_tcp_port
+
+STORE_SRC = Path(__file__).resolve().parents[4] / "roles" / "worker" / "files"
+DEBIAN_PYTHON = "/usr/bin/python3"  # the store runs on Debian's python3 and packages, as on a worker
+
+
+class SpoolDelivery:
+    """Write each message into a Maildir the way postfix's virtual(8) does."""
+
+    def __init__(self, spool):
+        self.spool = spool
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's naming)
+        name = f"{time.time_ns()}.V1I{secrets.token_hex(4)}M1.gateway"
+        head = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {envelope.rcpt_tos[0]}\r\n".encode()
+        (self.spool / "tmp" / name).write_bytes((head + envelope.original_content).replace(b"\r\n", b"\n"))
+        os.rename(self.spool / "tmp" / name, self.spool / "new" / name)
+        return "250 OK"
+
+
+class StoreSite:
+    def __init__(self, base, name, server_id):
+        self.name, self.base, self.server_id = name, base, server_id
+        self.spool = base / "spool"
+        for sub in ("tmp", "new", "cur"):
+            (self.spool / sub).mkdir(parents=True)
+        self.token = secrets.token_hex(16)
+        (base / "api.token").write_text(self.token + "\n")
+        (base / "license").write_text(
+            f"customer=EXAMPLE,expiry={int(time.time()) + 86400 * 365},server_id={server_id},max_release=20271231,"
+            "multitenancy=0,hostname=archive.example.com,ip=0.0.0.0\n")
+        self.port = free_tcp_port()
+        (base / "store.conf").write_text(
+            f"[store]\nserver_id = {server_id}\nhostname = archive.example.com\ndata_dir = {base / 'data'}\n"
+            f"spool_dir = {self.spool}\nlicense_file = {base / 'license'}\nkey_file = {base / 'store.key'}\n"
+            f"transit_hosts = gw.test\n[api]\nlisten = 127.0.0.1:{self.port}\ntoken_file = {base / 'api.token'}\n")
+        self.cli("keygen")
+        self.proc = subprocess.Popen([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(base / "store.conf"), "serve"],
+                                     env=dict(os.environ, PYTHONPATH=str(STORE_SRC)),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.smtp_port = free_tcp_port()
+        self.gateway = Controller(SpoolDelivery(self.spool), hostname="127.0.0.1", port=self.smtp_port)
+        self.gateway.start()
+        for _n in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+    def cli(self, *args):
+        return subprocess.run([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(self.base / "store.conf"), *args],
+                              env=dict(os.environ, PYTHONPATH=str(STORE_SRC)), check=True, capture_output=True)
+
+    def deliver(self, raw):
+        """Hand a message to this site's gateway by SMTP, as a journaling mail server would."""
+        with smtplib.SMTP("127.0.0.1", self.smtp_port) as client:
+            client.sendmail("journal@customer.example", [f"archive@{self.name}.test"], raw)
+
+    def count(self):
+        return int(self.cli("stats").stdout.decode().split('"messages": ')[1].split(",")[0])
+
+    def spec(self, **over):
+        spec = {"name": self.name, "gateway": "127.0.0.1", "port": self.smtp_port,
+                "recipient": f"archive@{self.name}.test",
+                "workers": [{"name": f"{self.name}-worker", "url": f"http://127.0.0.1:{self.port}", "token": self.token}]}
+        spec.update(over)
+        return spec
+
+    def stop(self):
+        self.gateway.stop()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def wait_for(site, count):
+    for _n in range(200):
+        if site.count() == count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{site.name}: expected {count} messages, found {site.count()}")

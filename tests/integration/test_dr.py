@@ -1,6 +1,7 @@
 """The second gateway, the DR site, reconciliation and the backup and restore drill (dr scenario)."""
 
 import hashlib
+import os
 import re
 import smtplib
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SCENARIO, playbook
-from mailflow import listing, make_messages, send, send_by_mx, wait_archived
+from mailflow import Load, listing, make_messages, send, send_by_mx, wait_archived
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from module_runner import run_module  # noqa: E402
@@ -159,3 +160,43 @@ def test_backup_and_restore_drill_with_the_gap_closed_from_the_dr_site(site, dr_
     assert reconcile(site, dr_site, **window)["in_sync"] is True
     archived = {sha for w in site.workers for _id, sha in listing(site, w, start)}
     assert {hashlib.sha256(raw).hexdigest() for raw in messages} <= archived
+
+
+@pytest.mark.skipif(os.environ.get("MAILARCHIVE_FAULTS") != "1", reason="make test-faults")
+def test_the_dr_site_down_under_load_delays_its_copies_and_loses_nothing(site, dr_site):
+    """dr-archive-gw stops during 400 messages: the primary archives every one at once; the primary
+    gateways keep the DR copies queued, and once the DR gateway is back and the queues are flushed
+    (postqueue -f, as an operator would rather than wait for postfix's backoff) the DR site has every
+    message once, and reconcile finds the two sites in sync."""
+    started = time.time()
+    tag = f"drdown{int(started)}"
+    messages = make_messages(tag, 400, size=2000)
+    load = Load(site.ip[site.gateways[0]], site.journal_address, messages, pause=0.02)
+    load.start()
+    while len(load.acked) < 50:
+        time.sleep(0.2)
+    docker("stop", "dr-archive-gw")
+    try:
+        load.join(300)
+        assert not load.is_alive() and len(load.acked) == len(messages) and load.retries == 0
+        wanted, found = wait_archived(site, tag, messages, timeout=180)
+        lost = len(wanted - set(found))
+        duplicated = sum(1 for copies in found.values() if len(copies) > 1)
+        print(f"DR site down, primary: sent {len(messages)}, archived {len(found)}, lost {lost}, "
+              f"duplicated {duplicated}, drained in {time.time() - started:.1f} s")
+        assert (lost, duplicated) == (0, 0)
+        queued = docker("exec", site.gateways[0], "postqueue", "-j").stdout.count(dr_site.journal_address)
+        assert queued > 0, "the primary gateway kept no copies for the DR site"
+    finally:
+        docker("start", "dr-archive-gw")
+        wait_running("dr-archive-gw", dr_site.ip[dr_site.gateways[0]])
+    for gateway in site.gateways:
+        docker("exec", gateway, "postqueue", "-f")
+    wanted, found = wait_archived(dr_site, tag, messages, timeout=300)
+    lost = len(wanted - set(found))
+    duplicated = sum(1 for copies in found.values() if len(copies) > 1)
+    print(f"DR site down, DR copies ({queued} were queued on {site.gateways[0]}): sent {len(messages)}, archived "
+          f"{len(found)}, lost {lost}, duplicated {duplicated}, drained in {time.time() - started:.1f} s")
+    assert (lost, duplicated) == (0, 0)
+    report = reconcile(site, dr_site, since=int(started) - 5, until=int(time.time()) + 2)
+    assert report["in_sync"] is True, report["missing"]

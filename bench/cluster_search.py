@@ -77,13 +77,13 @@ def load(args):
     procs = []
     for part, worker in enumerate(WORKERS):
         container = PREFIX + worker
-        docker("exec", container, "mkdir", "-p", "/tmp/bench")
+        docker("exec", container, "mkdir", "-p", "/opt/archive-bench")
         for name in ("search.py", "cluster_search.py"):
-            docker("cp", str(HERE / name), f"{container}:/tmp/bench/{name}")
+            docker("cp", str(HERE / name), f"{container}:/opt/archive-bench/{name}")
         docker("exec", container, "systemctl", "stop", "archive-store")
         procs.append(subprocess.Popen(
             ["docker", "exec", container, "setpriv", f"--reuid={STORE_USER}", f"--regid={STORE_USER}", "--init-groups",
-             "env", "PYTHONPATH=/usr/lib/archive-store:/tmp/bench", "python3", "/tmp/bench/cluster_search.py",
+             "env", "PYTHONPATH=/usr/lib/archive-store:/opt/archive-bench", "python3", "/opt/archive-bench/cluster_search.py",
              "ingest", "--part", str(part), "--parts", str(len(WORKERS)), "-n", str(args.messages)]))
     failed = [worker for worker, proc in zip(WORKERS, procs) if proc.wait() != 0]
     for worker in WORKERS:

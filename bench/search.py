@@ -17,9 +17,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "roles" / "worker" / "files"))
 
-from archive_store import config as configuration, crypto  # noqa: E402
-from archive_store.spool import Arrival  # noqa: E402
-from archive_store.store import Store  # noqa: E402
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pe", "da", "gu", "zen", "fa", "rix", "bo", "tel"]
 
@@ -31,7 +28,12 @@ def vocabulary(rng, size):
     return sorted(words)
 
 
-def setup(base: Path) -> Store:
+def setup(base: Path):
+    """The store under ``base`` (made on first use). The store is imported here: the message generator
+    and the queries are used without it (bench/cluster_search.py)."""
+    from archive_store import config as configuration, crypto
+    from archive_store.store import Store
+
     base.mkdir(parents=True, exist_ok=True)
     conf = base / "store.conf"
     if not conf.exists():
@@ -92,8 +94,9 @@ def main():
     parser.add_argument("--dir", default="/var/tmp/archive-search-bench")
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
-    words, cum_weights, senders = corpus()
+    from archive_store.spool import Arrival
 
+    words, cum_weights, senders = corpus()
     store = setup(Path(args.dir))
     have = store.index.stats()["messages"]
     rng_load = random.Random(0)

@@ -13,7 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
 
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.urls import Request, make_context
+
+
+_TLS_CONTEXT = []
+
+
+def _tls_context():
+    """One TLS context per process: making one loads the CA bundle (about 25 ms), which open_url does
+    on every request, even for http URLs, and which made a fan-out over five workers 3x slower."""
+    if not _TLS_CONTEXT:
+        _TLS_CONTEXT.append(make_context())
+    return _TLS_CONTEXT[0]
 
 
 # Archive IDs start with a TAI64N label: 8 bytes of seconds, 4 of nanoseconds.
@@ -77,12 +88,12 @@ class ArchiveApi(object):
         self.token = token
         self.timeout = timeout
         self.server_id = server_id
+        self._http = Request(headers={"Authorization": "Bearer " + token}, timeout=timeout, follow_redirects="none",
+                             context=_tls_context())
 
     def _request(self, path, method="GET"):
         try:
-            response = open_url(self.url + path, method=method, data=b"" if method == "POST" else None,
-                                headers={"Authorization": "Bearer " + self.token},
-                                timeout=self.timeout, follow_redirects="none")
+            response = self._http.open(method, self.url + path, data=b"" if method == "POST" else None)
             try:
                 return response.read()
             finally:

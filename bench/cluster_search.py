@@ -20,7 +20,6 @@ import argparse
 import importlib.util
 import json
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -119,14 +118,9 @@ def start_single_store():
            "-c", f"{SINGLE_DIR}/store.conf", "serve")
 
 
-def percentiles(times):
-    times = sorted(times)
-    return statistics.median(times), times[int(0.95 * (len(times) - 1))], times[-1]
-
-
 def run(args):
     sys.path.insert(0, str(HERE))
-    from search import corpus, queries
+    from search import corpus, percentiles, queries
 
     api = archive_api()
     cluster = [api.ArchiveApi(name, f"http://{ip}:8025", TOKEN, timeout=60) for name, ip in WORKERS.items()]

@@ -78,14 +78,19 @@ def queries(words, senders, count):
     return single, from_word
 
 
+def percentiles(times):
+    """p50, p95 and max of a list of times."""
+    times = sorted(times)
+    return statistics.median(times), times[int(0.95 * (len(times) - 1))], times[-1]
+
+
 def timed(store, queries):
     times = []
     for query in queries:
         started = time.perf_counter()
         store.index.search(query, limit=50)
         times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.95 * (len(times) - 1))], times[-1]
+    return percentiles(times)
 
 
 def main():

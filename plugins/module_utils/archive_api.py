@@ -52,6 +52,20 @@ class ArchiveApiError(Exception):
     """One line naming the worker, the request and what went wrong."""
 
 
+def archive_api_argument_spec():
+    """The options of the archive_api doc fragment, for a module's argument_spec."""
+    return dict(
+        workers=dict(type="list", elements="dict", required=True, options=dict(
+            name=dict(type="str", required=True),
+            url=dict(type="str", required=True),
+            server_id=dict(type="int", required=True),
+            token=dict(type="str", no_log=True),
+        )),
+        api_token=dict(type="str", no_log=True),
+        api_timeout=dict(type="float", default=5),
+    )
+
+
 def worker_apis(params):
     """An ArchiveApi per entry of the archive_api doc fragment's O(workers), with O(api_token) as fallback."""
     apis = []
@@ -85,8 +99,6 @@ class ArchiveApi(object):
     def __init__(self, name, url, token, timeout=5.0, server_id=None):
         self.name = name
         self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
         self.server_id = server_id
         self._http = Request(headers={"Authorization": "Bearer " + token}, timeout=timeout, follow_redirects="none",
                              context=_tls_context())

@@ -160,7 +160,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    PROBE_MESSAGE_ID, ArchiveApiError, archive_id_server, archive_id_time, worker_apis)
+    PROBE_MESSAGE_ID, ArchiveApiError, archive_api_argument_spec, archive_id_server, archive_id_time, worker_apis)
 
 FILLER = b"The quick brown fox jumps over the lazy dog while the archive keeps every byte. "
 
@@ -310,14 +310,7 @@ def main():
             min_workers=dict(type="int", default=1),
             starttls=dict(type="bool", default=True),
             remove_probes=dict(type="bool", default=False),
-            workers=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                url=dict(type="str", required=True),
-                server_id=dict(type="int", required=True),
-                token=dict(type="str", no_log=True),
-            )),
-            api_token=dict(type="str", no_log=True),
-            api_timeout=dict(type="float", default=5),
+            **archive_api_argument_spec()
         ),
         supports_check_mode=True,
     )

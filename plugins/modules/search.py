@@ -83,7 +83,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    ArchiveApiError, archive_id_server, search_all, worker_apis)
+    ArchiveApiError, archive_api_argument_spec, archive_id_server, search_all, worker_apis)
 
 MAX_WINDOW = 1000  # the store API's largest page
 
@@ -94,14 +94,7 @@ def main():
             query=dict(type="str", required=True),
             limit=dict(type="int", default=50),
             offset=dict(type="int", default=0),
-            workers=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                url=dict(type="str", required=True),
-                server_id=dict(type="int", required=True),
-                token=dict(type="str", no_log=True),
-            )),
-            api_token=dict(type="str", no_log=True),
-            api_timeout=dict(type="float", default=5),
+            **archive_api_argument_spec()
         ),
         supports_check_mode=True,
     )

@@ -92,6 +92,18 @@ def wait_archived(site, tag, messages, timeout=90, workers=None):
         time.sleep(1)
 
 
+def summary(name, messages, found, started):
+    """Print a fault test's one line (sent, archived, lost, duplicated, time to drain); return (lost, duplicated).
+
+    ``found`` is what wait_archived returns for ``messages``.
+    """
+    lost = len({hashlib.sha256(raw).hexdigest() for raw in messages} - set(found))
+    duplicated = sum(1 for copies in found.values() if len(copies) > 1)
+    print(f"{name}: sent {len(messages)}, archived {len(found)}, lost {lost}, duplicated {duplicated}, "
+          f"drained in {time.time() - started:.1f} s")
+    return lost, duplicated
+
+
 class Load(threading.Thread):
     """A steady journaling load into a gateway, as a mail server sends it.
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import SCENARIO, playbook
-from mailflow import Load, make_messages, send, wait_archived
+from mailflow import Load, make_messages, send, summary, wait_archived
 
 pytestmark = pytest.mark.skipif(SCENARIO != "cluster" or os.environ.get("MAILARCHIVE_FAULTS") != "1",
                                 reason="make test-faults: the cluster scenario with MAILARCHIVE_FAULTS=1")
@@ -34,15 +34,6 @@ def stats(site, worker):
     request = urllib.request.Request(f"{site.api(worker)}/api/v1/stats", headers={"Authorization": f"Bearer {site.token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
-
-
-def summary(name, messages, found, started):
-    lost = len(messages) - len(found)
-    duplicated = sum(1 for copies in found.values() if len(copies) > 1)
-    line = (f"{name}: sent {len(messages)}, archived {len(found)}, lost {lost}, duplicated {duplicated}, "
-            f"drained in {time.time() - started:.1f} s")
-    print(line)
-    return lost, duplicated
 
 
 def test_an_expired_license_on_one_worker_defers_its_mail_to_the_others(site):

@@ -1,1 +1,1 @@
-../../roles/worker/files/archive_store/license.py
+../../src/archive_common/license.py

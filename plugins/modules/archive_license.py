@@ -178,7 +178,7 @@ def main():
               "days_left": round(lic.days_left(), 1)}
     if module._diff:
         result["diff"] = {"before": before or "", "after": content, "before_header": path, "after_header": path}
-    warning = expiry_warning(lic) if lic.days_left() < params["warn_days"] else None
+    warning = expiry_warning(lic, warn_days=params["warn_days"])
     if warning:
         module.warn("%s: %s" % (path, warning))
     if changed and not module.check_mode:

@@ -158,25 +158,10 @@ import smtplib
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
+from ansible_collections.mailarchive.cluster.plugins.module_utils import archive_probes, smtp
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    PROBE_MESSAGE_ID, ArchiveApiError, archive_api_argument_spec, archive_id_server, archive_id_time, worker_apis)
-
-FILLER = b"The quick brown fox jumps over the lazy dog while the archive keeps every byte. "
-
-
-def make_probe(run, number, sender, recipient, size):
-    message_id = PROBE_MESSAGE_ID % (run, number)
-    head = (
-        "From: %s\r\nTo: %s\r\nSubject: [mailarchive probe] %s %d\r\nMessage-ID: %s\r\n"
-        "Date: %s\r\nX-Mailarchive-Probe: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-        % (sender, recipient, run, number, message_id, time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()), run)
-    ).encode("ascii")
-    body = ("probe token mailarchiveprobe%s number %d\r\n" % (run, number)).encode("ascii")
-    while len(head) + len(body) < size:
-        body += FILLER + b"\r\n"
-    return message_id, head + body
-
+    ArchiveApiError, archive_api_argument_spec, worker_apis)
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_ids import server_id_of, unix_time_of
 
 def percentile(values, fraction):
     if not values:
@@ -204,7 +189,7 @@ def collect(params, workers, probes, run):
         found = dict((mid, []) for mid in by_mid)
         for worker in workers:
             try:
-                results = worker["api"].search("mailarchiveprobe%s" % run)
+                results = worker["api"].search(archive_probes.search_word(run))
                 errors.pop(worker["name"], None)
             except ArchiveApiError as exc:
                 errors[worker["name"]] = str(exc)
@@ -243,7 +228,7 @@ def run_check(module):
         module.fail_json(msg=str(exc))
     probes = []
     for number in range(params["count"]):
-        message_id, raw = make_probe(run, number, params["sender"], params["recipient"], params["size"])
+        message_id, raw = archive_probes.make(run, number, params["sender"], params["recipient"], params["size"])
         probes.append({"message_id": message_id, "raw": raw, "sha256": hashlib.sha256(raw).hexdigest()})
     try:
         send(params, probes)
@@ -265,9 +250,9 @@ def run_check(module):
             worker, row = copies[0]
             spread[worker["name"]] += 1
             entry.update(worker=worker["name"], archive_id=row["id"],
-                         server_id_ok=archive_id_server(row["id"]) == worker["server_id"],
+                         server_id_ok=server_id_of(row["id"]) == worker["server_id"],
                          sha256_ok=row["sha256"] == probe["sha256"] and row["size"] == len(probe["raw"]),
-                         latency=round(archive_id_time(row["id"]) - probe["sent_at"], 3))
+                         latency=round(unix_time_of(row["id"]) - probe["sent_at"], 3))
             latencies.append(entry["latency"])
             if not (entry["server_id_ok"] and entry["sha256_ok"]):
                 mismatched.append(probe["message_id"])
@@ -303,7 +288,7 @@ def main():
             gateway=dict(type="str", required=True),
             port=dict(type="int", default=25),
             recipient=dict(type="str", default="archive@archive-gw.example.com"),
-            sender=dict(type="str", default="delivery-check@mailarchive.invalid"),
+            sender=dict(type="str", default=archive_probes.SENDER),
             count=dict(type="int", default=20),
             size=dict(type="int", default=2000),
             timeout=dict(type="float", default=60),

@@ -69,6 +69,11 @@ options:
             description: The worker's API bearer token.
             type: str
             required: true
+          server_id:
+            description:
+              - The worker's server_id. Optional; accepted so that the worker role's C(worker_api_client) fact can be
+                passed as it is.
+            type: int
   since:
     description:
       - Start of the window, in Unix seconds; a negative number counts back from now.
@@ -173,8 +178,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils import smtp
-from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    ArchiveApi, ArchiveApiError, archive_id_time, is_probe)
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import ArchiveApi, ArchiveApiError
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_ids import unix_time_of
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_probes import is_probe
 
 
 def absolute(value, now):
@@ -203,7 +209,7 @@ class Site(object):
 
 def compare(sites, since, until, slack, exclude_probes):
     wide = [site.messages(since - slack, until + slack, exclude_probes) for site in sites]
-    narrow = [dict((sha, hit) for sha, hit in found.items() if since <= archive_id_time(hit[0]["id"]) < until) for found in wide]
+    narrow = [dict((sha, hit) for sha, hit in found.items() if since <= unix_time_of(hit[0]["id"]) < until) for found in wide]
     missing = {}
     for index, site in enumerate(sites):
         other = 1 - index
@@ -253,7 +259,7 @@ def wait_for(sites, resent, timeout):
 
 def main():
     worker = dict(name=dict(type="str", required=True), url=dict(type="str", required=True),
-                  token=dict(type="str", required=True, no_log=True))
+                  token=dict(type="str", required=True, no_log=True), server_id=dict(type="int"))
     module = AnsibleModule(
         argument_spec=dict(
             sites=dict(type="list", elements="dict", required=True, options=dict(

@@ -83,9 +83,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    ArchiveApiError, archive_api_argument_spec, archive_id_server, search_all, worker_apis)
-
-MAX_WINDOW = 1000  # the store API's largest page
+    ArchiveApiError, archive_api_argument_spec, search_all, worker_apis)
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_ids import server_id_of
 
 
 def main():
@@ -99,9 +98,6 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["limit"] < 1 or params["offset"] < 0 or params["offset"] + params["limit"] > MAX_WINDOW:
-        module.fail_json(msg="limit must be at least 1, offset at least 0, and offset + limit at most %d; got %d and %d"
-                         % (MAX_WINDOW, params["limit"], params["offset"]))
     started = time.time()
     try:
         apis = worker_apis(params)
@@ -109,7 +105,7 @@ def main():
     except ArchiveApiError as exc:
         module.fail_json(msg="search %r: %s" % (params["query"], exc))
     server_ids = dict((api.name, api.server_id) for api in apis)
-    foreign = [row["id"] for row in results if archive_id_server(row["id"]) != server_ids[row["worker"]]]
+    foreign = [row["id"] for row in results if server_id_of(row["id"]) != server_ids[row["worker"]]]
     if foreign:
         module.fail_json(msg="IDs that do not carry their worker's server_id (two workers share a URL?): %s"
                          % ", ".join(foreign[:5]))

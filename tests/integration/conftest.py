@@ -1,5 +1,10 @@
-"""The molecule scenario's hosts and addresses, read from its inventory."""
+"""The molecule scenario's hosts and addresses, read from its inventory and the workers' contract.
 
+Each scenario runs the tests of its own folder here (its molecule.yml names them):
+site/ in every scenario, cluster/ and dr/ in theirs, faults/ under make test-faults.
+"""
+
+import base64
 import json
 import os
 import subprocess
@@ -13,6 +18,25 @@ SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
 # The dr scenario's DR site has an inventory of its own.
 DR_INVENTORY = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", ".")) / "dr-inventory"
 ROOT = Path(__file__).resolve().parents[2]
+# How many tests this scenario's run may skip (its molecule.yml declares it); more fails the run.
+DECLARED_SKIPS = int(os.environ.get("MAILARCHIVE_DECLARED_SKIPS", "0"))
+_skipped = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if len(_skipped) > DECLARED_SKIPS and exitstatus == 0:
+        print(f"\n{SCENARIO}: {len(_skipped)} tests skipped, {DECLARED_SKIPS} declared: {', '.join(_skipped)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def each(group):
+    """Run a test once per host of an inventory group, with that host's testinfra Host as ``node``."""
+    return pytest.mark.parametrize("node", [pytest.param(RUNNER.get_host(h), id=h) for h in RUNNER.get_hosts(group)])
 
 
 def playbook(path, *args):
@@ -38,9 +62,15 @@ class Site:
         self.gateways = sorted(runner.get_hosts("gateways"))
         self.dns = sorted(runner.get_hosts("dns"))
         self.backup_servers = sorted(runner.get_hosts("backup_servers"))
-        first = rendered(runner, self.workers[0], ["worker_api_token", "mailarchive_archive_domain",
-                                                   "mailarchive_journal_address", "mailarchive_journal_domain"])
-        self.token = first["worker_api_token"]
+        first = rendered(runner, self.workers[0], ["mailarchive_archive_domain", "mailarchive_journal_address",
+                                                   "mailarchive_journal_domain"])
+        # The worker role's contract, as each worker publishes it (ansible_local.archive_worker), and its token.
+        self.contract = {w: runner.run_module(w, "ansible.builtin.setup", "filter=ansible_local", check=False)
+                         ["ansible_facts"]["ansible_local"]["archive_worker"] for w in self.workers}
+        self.tokens = {w: base64.b64decode(runner.run_module(w, "ansible.builtin.slurp", f"src={c['token_file']}",
+                                                            become=True)["content"]).decode().strip()
+                       for w, c in self.contract.items()}
+        self.token = self.tokens[self.workers[0]]
         self.archive_domain = first["mailarchive_archive_domain"]
         self.journal_address = first["mailarchive_journal_address"]
         self.journal_domain = first["mailarchive_journal_domain"]
@@ -49,11 +79,16 @@ class Site:
         self.server_id = {w: int(runner.get_variables(w)["worker_server_id"]) for w in self.workers}
 
     def api(self, worker):
-        return f"http://{self.ip[worker]}:8025"
+        return self.contract[worker]["api_url"]
+
+    def store_command(self, worker):
+        """The store's command line on ``worker`` (runs as the store's user)."""
+        return self.contract[worker]["command"]
 
     def module_workers(self):
-        """The ``workers`` option of delivery_check and reconcile."""
-        return [{"name": w, "url": self.api(w), "server_id": self.server_id[w], "token": self.token} for w in self.workers]
+        """The ``workers`` option of delivery_check, search and reconcile."""
+        return [{"name": w, "url": self.api(w), "server_id": self.server_id[w], "token": self.tokens[w]}
+                for w in self.workers]
 
 
 @pytest.fixture(scope="session")

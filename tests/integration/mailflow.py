@@ -12,6 +12,9 @@ import urllib.request
 
 import dns.resolver
 
+from helpers import docker, wait_system_running, wait_until
+from module_runner import run_module
+
 
 def make_messages(tag, count, size=3000):
     messages = []
@@ -55,7 +58,7 @@ def send_by_mx(nameserver, domain, recipient, messages):
 def listing(site, worker, since=0):
     """{(id, sha256)} of everything the worker archived since ``since``."""
     request = urllib.request.Request(f"{site.api(worker)}/api/v1/list?since={since}&limit=10000",
-                                     headers={"Authorization": f"Bearer {site.token}"})
+                                     headers={"Authorization": f"Bearer {site.tokens[worker]}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return {(row["id"], row["sha256"]) for row in json.load(response)["results"]}
 
@@ -65,7 +68,7 @@ def search(site, worker, query):
     rows, offset = [], 0
     while True:
         request = urllib.request.Request(f"{site.api(worker)}/api/v1/search?q={query}&limit=1000&offset={offset}",
-                                         headers={"Authorization": f"Bearer {site.token}"})
+                                         headers={"Authorization": f"Bearer {site.tokens[worker]}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             page = json.load(response)["results"]
         rows.extend(page)
@@ -155,3 +158,50 @@ def _insecure():
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def send_all(site, messages, timeout=120):
+    with smtplib.SMTP(site.ip[site.gateways[0]], 25, timeout=timeout) as client:
+        client.starttls()
+        for raw in messages:
+            client.sendmail("journal@customer.example", [site.journal_address], raw)
+
+
+def archived_since(site, since, wanted, timeout=180):
+    """{sha256: [worker, ...]} for the wanted digests, once all are found or at the timeout."""
+    deadline = time.time() + timeout
+    while True:
+        found = {}
+        for worker in site.workers:
+            for _id, sha in listing(site, worker, since):
+                if sha in wanted:
+                    found.setdefault(sha, []).append(worker)
+        if set(wanted) <= set(found) or time.time() > deadline:
+            return found
+        time.sleep(2)
+
+
+def wait_running(container, address):
+    """Until systemd in the restarted container is up and its postfix answers on port 25."""
+    wait_system_running(container)
+
+    def answers():
+        try:
+            with smtplib.SMTP(address, 25, timeout=5) as client:
+                client.noop()
+            return True
+        except OSError:
+            return False
+    wait_until(answers, f"postfix on {container} to answer", timeout=120,
+               log=lambda: docker("exec", container, "tail", "-n", "30", "/var/log/postfix.log", check=False).stdout)
+
+
+def reconcile(site, dr_site, **over):
+    def spec(name, s):
+        return {"name": name, "gateway": s.ip[s.gateways[0]], "recipient": s.journal_address,
+                "workers": s.module_workers()}
+    args = {"sites": [spec("primary", site), spec("dr", dr_site)], "resend_timeout": 90}
+    args.update(over)
+    result = run_module("reconcile", args)
+    assert not result.get("failed"), result.get("msg")
+    return result

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 
-sys.dont_write_bytecode = True  # the store is imported from roles/worker/files, which is copied to workers
+from archive_store import config as configuration, crypto
+from helpers import CORPUS as SHARED_CORPUS, Service, accepts_tcp, answers_http, free_tcp_port, store_environment
 
-ROOT = Path(__file__).resolve().parents[2]
-STORE_SRC = ROOT / "roles" / "worker" / "files"
-CORPUS = ROOT.parent / "shared" / "corpus" / "mime-samples"
-sys.path.insert(0, str(STORE_SRC))
-
-from archive_store import config as configuration, crypto  # noqa: E402
+CORPUS = SHARED_CORPUS / "mime-samples"
 
 HOSTNAME = "archive.example.com"
 TRANSIT = "archive-gw.example.com worker0.example.com"
@@ -46,6 +42,7 @@ class StoreEnv:
         self.port = 0
         self.policy_port = 0
         self.server_id = server_id
+        self.services = []
         for sub in ("tmp", "new", "cur"):
             (self.spool / sub).mkdir(parents=True, exist_ok=True)
         (base / "api.token").write_text(self.token + "\n")
@@ -80,14 +77,31 @@ class StoreEnv:
         return Store(self.config(), readonly=readonly)
 
     def cli(self, *args, check=True, **kw):
-        env = dict(os.environ, PYTHONPATH=str(STORE_SRC))
         proc = subprocess.run(
             [sys.executable, "-m", "archive_store", "-c", str(self.conf_path), *args],
-            env=env, capture_output=True, check=False, **kw,
+            env=store_environment(), capture_output=True, check=False, **kw,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"archive_store {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
         return proc
+
+    def serve(self, policy: bool = False, **conf) -> Service:
+        """Start ``serve`` on free ports and return once its API (and policy service) answers."""
+        self.port = free_tcp_port()
+        self.policy_port = free_tcp_port() if policy else 0
+        self.write_conf(**conf)
+        service = Service([sys.executable, "-m", "archive_store", "-c", str(self.conf_path), "serve"],
+                          self.base / "serve.log", env=store_environment())
+        self.services.append(service)
+
+        def up():
+            return answers_http(f"http://127.0.0.1:{self.port}/health") and (
+                not policy or accepts_tcp("127.0.0.1", self.policy_port))
+        return service.ready(up, "the store's API" + (" and policy service" if policy else ""))
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.stop()
 
     def deliver(self, raw: bytes, name: str = None, env_from="journal@example.org") -> str:
         """Write what postfix's virtual(8) would write for ``raw`` sent in DATA."""
@@ -112,7 +126,9 @@ class StoreEnv:
 
 @pytest.fixture
 def env(tmp_path):
-    return StoreEnv(tmp_path)
+    store_env = StoreEnv(tmp_path)
+    yield store_env
+    store_env.stop()
 
 
 def wire_form(raw: bytes) -> bytes:

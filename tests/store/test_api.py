@@ -3,43 +3,17 @@
 import base64
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import STORE_SRC
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def served(env):
-    env.port = _free_port()
-    env.write_conf()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "archive_store", "-c", str(env.conf_path), "serve"],
-        env=dict(os.environ, PYTHONPATH=str(STORE_SRC)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{env.port}"
-    for _n in range(100):
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield env, base
-    proc.terminate()
-    proc.wait(10)
+    env.serve()
+    return env, f"http://127.0.0.1:{env.port}"
 
 
 def _get(url, token=None):

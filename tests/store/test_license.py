@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from archive_store import license as licensing
-from archive_store.license import LicenseError
+from archive_common import license as licensing
+from archive_common.license import LicenseError
 
 from conftest import license_line
 

@@ -1,35 +1,12 @@
 """The postfix policy service of a real `serve` process: 4xx while the store cannot take mail."""
 
-import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import STORE_SRC, license_line
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(env, **conf):
-    env.port, env.policy_port = _free_port(), _free_port()
-    env.write_conf(**conf)
-    proc = subprocess.Popen([sys.executable, "-m", "archive_store", "-c", str(env.conf_path), "serve"],
-                            env=dict(os.environ, PYTHONPATH=str(STORE_SRC)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _n in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", env.policy_port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc
+from conftest import license_line
+from helpers import wait_until
 
 
 def ask(port, requests):
@@ -55,16 +32,11 @@ REQUEST = {"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_a
 
 @pytest.fixture
 def server(env):
-    procs = []
-
     def start(**conf):
-        procs.append(serve(env, **conf))
+        env.serve(policy=True, **conf)
         return env.policy_port
 
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+    return start
 
 
 def test_a_healthy_store_answers_dunno_on_one_connection_many_times(env, server):
@@ -75,21 +47,16 @@ def test_a_healthy_store_answers_dunno_on_one_connection_many_times(env, server)
 def test_an_expired_license_gets_a_temporary_error_naming_it_and_mail_stays_safe(env, server):
     port = server()
     env.license_path.write_text(license_line(0, expiry=int(time.time()) - 86400) + "\n")
-    for _n in range(100):
-        [[action]] = ask(port, [REQUEST])
-        if action != "action=DUNNO":
-            break
-        time.sleep(0.1)
+
+    def refused():
+        [[answer]] = ask(port, [REQUEST])
+        return answer if answer != "action=DUNNO" else None
+    action = wait_until(refused, "the policy service to refuse mail", log=env.services[0].log)
     assert action.startswith("action=451 4.7.0 archive store refuses mail for now: ")
     assert "expiry" in action
     # A renewed license lifts it.
     env.license_path.write_text(license_line(0) + "\n")
-    for _n in range(100):
-        [[action]] = ask(port, [REQUEST])
-        if action == "action=DUNNO":
-            break
-        time.sleep(0.1)
-    assert action == "action=DUNNO"
+    wait_until(lambda: ask(port, [REQUEST]) == [["action=DUNNO"]], "DUNNO after the renewal", log=env.services[0].log)
 
 
 def test_too_little_free_disk_space_gets_a_temporary_error(env, server):

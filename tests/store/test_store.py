@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from archive_store import ids, retention
+from archive_common import ids
+from archive_store import retention
 from archive_store.errors import StoreError
 from archive_store.spool import Arrival, from_postfix
 
@@ -71,6 +72,27 @@ def test_transit_headers_are_kept_as_metadata_not_in_the_message(env):
     assert arrival.env_from == "journal@example.org"
     assert arrival.env_to == ["archive@archive.example.com"]
     assert len(arrival.transit) == 2 and "by archive-gw.example.com (Postfix)" in arrival.transit[1]
+
+
+def test_each_envelope_recipient_is_recorded_once(env):
+    """virtual(8) writes X-Original-To and Delivered-To, both the archive's address: one recipient."""
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    data = (b"Return-Path: <journal@example.org>\nX-Original-To: archive@archive.example.com\n"
+            b"Delivered-To: archive@archive.example.com\n" + raw.replace(b"\r\n", b"\n"))
+    arrival = from_postfix(data, "1.V1I1M1.worker0", env.config().transit_hosts)
+    assert arrival.env_to == ["archive@archive.example.com"]
+    assert arrival.raw == raw
+
+
+def test_loading_the_config_makes_no_dns_lookup(env, monkeypatch):
+    import socket
+
+    def no_dns(*_args, **_kw):
+        raise AssertionError("config.load looked up DNS")
+    for name in ("getfqdn", "gethostbyaddr", "gethostbyname", "gethostbyname_ex", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, no_dns)
+    conf = env.config()
+    assert socket.gethostname() in conf.transit_hosts
 
 
 def test_same_bytes_twice_are_stored_once_and_counted(env):
@@ -248,7 +270,7 @@ def test_verify_all_does_not_flag_a_batch_that_is_being_written(env):
     store = env.store()
     [done] = store.ingest([Arrival(raw=b"Subject: committed\r\n\r\nx\r\n", spool_name="1")])
     # An ingest in another process has written its intent and an object, not yet its rows.
-    from archive_store import ids
+    from archive_common import ids
 
     in_flight = ids.new_id(0)
     store._write_intent([in_flight])

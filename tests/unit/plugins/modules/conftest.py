@@ -3,18 +3,14 @@
 import socket
 import ssl
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from dnslib.server import DNSServer
 from dnslib.zoneresolver import ZoneResolver
 
-ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from module_runner import run_module  # noqa: E402
+from module_runner import run_module
 
 GOOD_ZONE = """
 archive.example.com. 3600 IN MX 10 worker0.example.com.
@@ -96,9 +92,3 @@ def smtp(tmp_path):
     yield start
     for controller in started:
         controller.stop()
-
-
-def free_tcp_port(address="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]

@@ -10,14 +10,11 @@ import secrets
 import smtplib
 import subprocess
 import time
-import urllib.request
-from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from conftest import free_tcp_port
+from helpers import Service, answers_http, free_tcp_port, store_environment, wait_until
 
-STORE_SRC = Path(__file__).resolve().parents[4] / "roles" / "worker" / "files"
 DEBIAN_PYTHON = "/usr/bin/python3"  # the store runs on Debian's python3 and packages, as on a worker
 
 
@@ -52,22 +49,16 @@ class StoreSite:
             f"spool_dir = {self.spool}\nlicense_file = {base / 'license'}\nkey_file = {base / 'store.key'}\n"
             f"transit_hosts = gw.test\n[api]\nlisten = 127.0.0.1:{self.port}\ntoken_file = {base / 'api.token'}\n")
         self.cli("keygen")
-        self.proc = subprocess.Popen([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(base / "store.conf"), "serve"],
-                                     env=dict(os.environ, PYTHONPATH=str(STORE_SRC)),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.service = Service([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(base / "store.conf"), "serve"],
+                               base / "serve.log", env=store_environment())
         self.smtp_port = free_tcp_port()
         self.gateway = Controller(SpoolDelivery(self.spool), hostname="127.0.0.1", port=self.smtp_port)
         self.gateway.start()
-        for _n in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        self.service.ready(lambda: answers_http(f"http://127.0.0.1:{self.port}/health"), f"{name}'s store API")
 
     def cli(self, *args):
         return subprocess.run([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(self.base / "store.conf"), *args],
-                              env=dict(os.environ, PYTHONPATH=str(STORE_SRC)), check=True, capture_output=True)
+                              env=store_environment(), check=True, capture_output=True)
 
     def deliver(self, raw):
         """Hand a message to this site's gateway by SMTP, as a journaling mail server would."""
@@ -86,13 +77,8 @@ class StoreSite:
 
     def stop(self):
         self.gateway.stop()
-        self.proc.terminate()
-        self.proc.wait(10)
+        self.service.stop()
 
 
 def wait_for(site, count):
-    for _n in range(200):
-        if site.count() == count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{site.name}: expected {count} messages, found {site.count()}")
+    wait_until(lambda: site.count() == count, f"{site.name} to hold {count} messages", timeout=20, log=site.service.log)

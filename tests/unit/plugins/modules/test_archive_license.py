@@ -57,3 +57,14 @@ def test_warns_when_expiry_is_near(tmp_path):
     assert result["changed"] is True
     assert any("expires in" in w for w in result.get("warnings", []))
     assert os.path.exists(tmp_path / "license")
+
+
+def test_warn_days_above_30_warns(tmp_path):
+    """warn_days is the module's to set: 45 days left warns with warn_days 60 (the store's own 30 did not)."""
+    import time
+
+    later = int(time.time()) + 45 * 86400
+    quiet = run_module("archive_license", dict(PARTS, path=str(tmp_path / "a"), expiry=later))
+    assert not any("expires in" in w for w in quiet.get("warnings", []))
+    loud = run_module("archive_license", dict(PARTS, path=str(tmp_path / "b"), expiry=later, warn_days=60))
+    assert any("expires in 4" in w for w in loud.get("warnings", [])), loud.get("warnings")

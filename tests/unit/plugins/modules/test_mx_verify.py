@@ -1,6 +1,7 @@
 """mx_verify against real DNS servers serving crafted zones (dnslib on 127.0.0.1)."""
 
-from conftest import EXPECTED, GOOD_ZONE, free_tcp_port
+from conftest import EXPECTED, GOOD_ZONE
+from helpers import free_tcp_port
 
 
 def check(module, ports, **over):

@@ -66,3 +66,10 @@ def test_a_worker_answering_with_another_server_id_is_caught(workers, module):
 def test_a_page_beyond_the_store_api_window_is_refused(workers, module):
     result = module("search", {"query": "invoice", "limit": 50, "offset": 990, "workers": [spec(workers[0])]})
     assert result["failed"] is True and "offset + limit at most 1000" in result["msg"]
+
+
+def test_no_workers_fails_naming_the_option(module):
+    """An empty list once crashed in the thread pool with a ValueError."""
+    result = module("search", {"query": "invoice", "workers": []})
+    assert result["failed"] is True
+    assert result["msg"] == "search 'invoice': workers: expected at least one worker, found an empty list"

@@ -9,18 +9,14 @@ fsynced) before the object is deleted.
 
 import json
 import os
-import re
 import time
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import List
 
+from archive_common import probes
 from archive_store.errors import StoreError
 from archive_store.store import Store
-
-PROBE_SENDER = "delivery-check@mailarchive.invalid"
-PROBE_MAX_AGE_S = 86400
-RUN_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -115,18 +111,17 @@ def purge_probes(store: Store, run: str, now: float = None) -> List[dict]:
     RUN``, archived less than a day ago and not under a legal hold.  Anything
     else found by the run's token is left alone.
     """
-    if not RUN_RE.match(run):
+    if not probes.RUN_RE.match(run):
         raise StoreError(f"probe purge: expected a run token of 8 to 64 hex digits, found {run!r}")
     now = int(time.time() if now is None else now)
     holds = Holds(store.config.holds_file, store.config.audit_log)
-    mid_re = re.compile(r"^<probe-%s-\d+@mailarchive\.invalid>$" % run)
     removed = []
-    for row in store.index.search(f"mailarchiveprobe{run}", limit=10_000):
-        if not (mid_re.match(row["message_id"]) and row["env_from"] == PROBE_SENDER
-                and now - row["arrived"] < PROBE_MAX_AGE_S and not holds.held(row)):
+    for row in store.index.search(probes.search_word(run), limit=10_000):
+        if not (probes.is_probe_of(row["message_id"], run) and row["env_from"] == probes.SENDER
+                and now - row["arrived"] < probes.MAX_AGE_S and not holds.held(row)):
             continue
         headers = BytesHeaderParser().parsebytes(store.get_raw(row["id"]))
-        if str(headers.get("X-Mailarchive-Probe", "")).strip() != run:
+        if str(headers.get(probes.HEADER, "")).strip() != run:
             continue
         _remove(store, row, reason=f"delivery-check probe run {run}")
         removed.append({"id": row["id"], "message_id": row["message_id"], "sha256": row["sha256"]})

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from archive_store import ids
+from archive_common import ids
 
 
 # fsync waits on the disk, not the CPU; several in flight let the filesystem

@@ -6,9 +6,10 @@
 Every field is checked; the first problem found raises LicenseError naming
 the field, what was expected and what was found.
 
-This file imports nothing from the store: the collection's archive_license
-module uses the very same code (plugins/module_utils/archive_license.py is a
-link to it), so the playbook and the store never disagree about a license.
+Shared code (see src/README.md): it imports only the standard library, and
+the collection's archive_license module uses this very file
+(plugins/module_utils/archive_license.py is a link to it), so the playbook
+and the store never disagree about a license.
 """
 
 import datetime
@@ -180,8 +181,9 @@ def load(path: Path, server_id: int, hostname: str, now: Optional[float] = None)
     return check(parse_line(lines[0]), server_id, hostname, now=now)
 
 
-def expiry_warning(lic: License, now: Optional[float] = None) -> Optional[str]:
+def expiry_warning(lic: License, now: Optional[float] = None, warn_days: float = WARN_DAYS) -> Optional[str]:
+    """A warning when the license expires within ``warn_days`` days, else None."""
     days = lic.days_left(now)
-    if days < WARN_DAYS:
+    if days < warn_days:
         return f"license expires in {days:.1f} days (expiry={lic.expiry}); renew it before then"
     return None

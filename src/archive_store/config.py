@@ -119,7 +119,7 @@ def load(path=None) -> Config:
     if not hostname:
         raise StoreError(f"{path}: [store] hostname: expected the licensed archive hostname, found nothing")
     transit = store.get("transit_hosts", "").replace(",", " ").split()
-    transit.append(socket.getfqdn())
+    transit.append(socket.gethostname())  # this host's own postfix hop; the name alone, no DNS lookup
     return Config(
         server_id=_int(store, "server_id", low=0, high=255, path=path),
         hostname=hostname,

@@ -1,24 +1,14 @@
 """Faults on the running cluster; each ends by reconciling what was sent against what is archived."""
 
 import json
-import os
 import re
-import socket
-import subprocess
 import time
 import urllib.request
 
-import pytest
 
-from conftest import SCENARIO, playbook
+from conftest import playbook
+from helpers import accepts_tcp, docker, wait_system_running, wait_until
 from mailflow import Load, make_messages, send, summary, wait_archived
-
-pytestmark = pytest.mark.skipif(SCENARIO != "cluster" or os.environ.get("MAILARCHIVE_FAULTS") != "1",
-                                reason="make test-faults: the cluster scenario with MAILARCHIVE_FAULTS=1")
-
-
-def docker(*args, check=True):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
 def rcpt_from_gateway(site, worker):
@@ -31,14 +21,14 @@ def rcpt_from_gateway(site, worker):
 
 
 def stats(site, worker):
-    request = urllib.request.Request(f"{site.api(worker)}/api/v1/stats", headers={"Authorization": f"Bearer {site.token}"})
+    request = urllib.request.Request(f"{site.api(worker)}/api/v1/stats", headers={"Authorization": f"Bearer {site.tokens[worker]}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
 def test_an_expired_license_on_one_worker_defers_its_mail_to_the_others(site):
     worker = "worker4"
-    license_file = "/etc/archive-store/license"
+    license_file = site.contract[worker]["conf_dir"] + "/license"
     original = docker("exec", worker, "cat", license_file).stdout
     expired = original.replace(original.split("expiry=")[1].split(",")[0], "1715143432")
     docker("exec", worker, "sh", "-c", f"printf '%s' '{expired}' > {license_file}")
@@ -72,14 +62,15 @@ def test_an_expired_license_on_one_worker_defers_its_mail_to_the_others(site):
 
 def test_a_full_store_disk_defers_then_everything_lands_once(site):
     """worker3's store moves onto a 48 MB filesystem that then fills up; space comes back; nothing is lost."""
-    worker, data = "worker3", "/var/lib/archive-store"
-    conf = "/etc/archive-store/store.conf"
+    worker = "worker3"
+    data = site.contract[worker]["data_dir"]
+    conf = site.contract[worker]["config_file"]
 
     def sh(command):
         return docker("exec", worker, "sh", "-c", command).stdout
 
     sh(f"systemctl stop archive-store && rm -rf /root/store-before && cp -a {data} /root/store-before"
-       f" && mount -t tmpfs -o size=48m,mode=0700 tmpfs {data} && chown archive-store:archive-store {data}"
+       f" && mount -t tmpfs -o size=48m,mode=0700 tmpfs {data} && chown {site.contract[worker]['user']}: {data}"
        f" && cp -a /root/store-before/. {data}/ && sed -i 's/^min_free_mb = .*/min_free_mb = 8/' {conf}"
        " && systemctl start archive-store")
     try:
@@ -135,19 +126,9 @@ def wait_until_sent(load, count, timeout=120):
 
 
 def come_back(container, address=None, port=25):
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        state = docker("exec", container, "systemctl", "is-system-running", "--wait", check=False).stdout.strip()
-        if state in ("running", "degraded"):
-            if address is None:
-                return
-            try:
-                socket.create_connection((address, port), timeout=3).close()
-                return
-            except OSError:
-                pass
-        time.sleep(1)
-    raise AssertionError(f"{container} did not come back within 120 s")
+    wait_system_running(container)
+    if address is not None:
+        wait_until(lambda: accepts_tcp(address, port), f"{container} to accept connections on {port}", timeout=120)
 
 
 def test_losing_one_then_two_workers_under_load_loses_nothing(site):
@@ -247,7 +228,7 @@ def test_a_rolling_upgrade_under_load_restarts_one_drained_worker_at_a_time(site
     windows = sorted(after.values())
     assert all(later[0] > earlier[1] for earlier, later in zip(windows, windows[1:])), f"restarts overlapped: {windows}"
     for worker in site.workers:
-        conf = docker("exec", worker, "cat", "/etc/archive-store/store.conf").stdout
+        conf = docker("exec", worker, "cat", site.contract[worker]["config_file"]).stdout
         assert "batch_size = 150" in conf
         assert stats(site, worker)["maintenance"] == ""
     log = docker("exec", site.gateways[0], "cat", "/var/log/postfix.log").stdout

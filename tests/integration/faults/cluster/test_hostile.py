@@ -1,27 +1,18 @@
-"""Hostile and odd input through the running cluster, and its security settings, each answer checked."""
+"""Hostile and odd input through the running cluster, each answer checked (make test-faults)."""
 
 import base64
 import hashlib
 import io
-import json
 import os
 import re
 import smtplib
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import zipfile
-from pathlib import Path
 
-import pytest
+from helpers import CORPUS
+from mailflow import archived_since, send_all
 
-from conftest import SCENARIO, playbook
-from mailflow import listing
-
-pytestmark = pytest.mark.skipif(SCENARIO != "cluster" or os.environ.get("MAILARCHIVE_FAULTS") != "1",
-                                reason="make test-faults: the cluster scenario with MAILARCHIVE_FAULTS=1")
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"  # beside the clone, as for the store tests
 FIX_EOLS = re.compile(rb"\r\n|\n|\r")
 
 
@@ -29,27 +20,6 @@ def wire(raw):
     """What smtplib (any SMTP client) puts on the wire: every line ends in CRLF."""
     raw = FIX_EOLS.sub(b"\r\n", raw)
     return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
-
-
-def send_all(site, messages, timeout=120):
-    with smtplib.SMTP(site.ip[site.gateways[0]], 25, timeout=timeout) as client:
-        client.starttls()
-        for raw in messages:
-            client.sendmail("journal@customer.example", [site.journal_address], raw)
-
-
-def archived_since(site, since, wanted, timeout=180):
-    """{sha256: [worker, ...]} for the wanted digests, once all are found or at the timeout."""
-    deadline = time.time() + timeout
-    while True:
-        found = {}
-        for worker in site.workers:
-            for _id, sha in listing(site, worker, since):
-                if sha in wanted:
-                    found.setdefault(sha, []).append(worker)
-        if set(wanted) <= set(found) or time.time() > deadline:
-            return found
-        time.sleep(2)
 
 
 def test_every_corpus_file_is_archived_once_byte_identical(site):
@@ -177,75 +147,3 @@ def test_a_message_at_the_size_limit_is_archived_and_one_byte_more_is_refused(si
           f"{code} {text.decode()!r}; {len(accepted)} accepted probes, {len(found)} archived")
     assert sorted(size for sha, size in accepted.items() if sha not in found) == []
     assert all(len(workers) == 1 for workers in found.values())
-
-
-def test_the_store_api_refuses_requests_without_or_with_a_wrong_token(site):
-    for token in (None, "wrong-token-0123456789abcdef", site.token[:-1] + "x"):
-        request = urllib.request.Request(f"{site.api(site.workers[0])}/api/v1/search?q=a")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(request, timeout=10)
-        assert err.value.code == 401
-
-
-def test_the_store_runs_unprivileged_under_systemd_hardening(host, site):
-    if host.backend.host not in site.workers:
-        pytest.skip("workers only")
-    props = dict(line.split("=", 1) for line in host.check_output(
-        "systemctl show archive-store -p User -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp "
-        "-p CapabilityBoundingSet -p RestrictSUIDSGID").splitlines())
-    assert props == {"User": "archive-store", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
-                     "ProtectHome": "yes", "PrivateTmp": "yes", "CapabilityBoundingSet": "", "RestrictSUIDSGID": "yes"}
-
-
-def test_tls_is_offered_and_used_on_every_hop(site):
-    for name in site.gateways + site.workers:
-        with smtplib.SMTP(site.ip[name], 25, timeout=30) as client:
-            client.ehlo("tls-check.example")
-            assert client.has_extn("starttls"), name
-    # The transit Received headers the store kept: both hops said ESMTPS.
-    since = int(time.time()) - 2
-    raw = f"Subject: tls hops {since}\r\n\r\nover TLS\r\n".encode()
-    send_all(site, [raw])
-    sha = hashlib.sha256(raw).hexdigest()
-    found = archived_since(site, since, {sha: "tls"})
-    [worker] = found[sha]
-    [(archive_id, _sha)] = [(i, s) for i, s in listing(site, worker, since) if s == sha]
-    request = urllib.request.Request(f"{site.api(worker)}/api/v1/messages/{archive_id}",
-                                     headers={"Authorization": f"Bearer {site.token}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        transit = json.load(response)["transit"]
-    assert len(transit) == 2, transit
-    assert all(" with ESMTPS " in hop for hop in transit), transit
-
-
-def converge_gateways(*extra):
-    proc = playbook("site.yml", "--limit", "gateways", *extra)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-
-
-def test_with_gateway_tls_required_plaintext_is_refused(site):
-    gateway = site.ip[site.gateways[0]]
-    converge_gateways("-e", "gateway_tls_required=true")
-    try:
-        level = subprocess.run(["docker", "exec", site.gateways[0], "postconf", "-h", "smtpd_tls_security_level"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        assert level == "encrypt"
-        for _attempt in range(120):  # smtpd processes from before the reload may serve a last session
-            with smtplib.SMTP(gateway, 25, timeout=30) as client:
-                client.ehlo("plain.example")
-                code, reply = client.mail("journal@customer.example")
-            if code != 250:
-                break
-            time.sleep(1)
-        assert code == 530 and b"STARTTLS" in reply, (code, reply)
-        with smtplib.SMTP(gateway, 25, timeout=30) as client:
-            client.starttls()
-            assert client.mail("journal@customer.example")[0] == 250
-            assert client.rcpt(site.journal_address)[0] == 250
-    finally:
-        converge_gateways()
-    with smtplib.SMTP(gateway, 25, timeout=30) as client:
-        client.ehlo("plain.example")
-        assert client.mail("journal@customer.example")[0] == 250

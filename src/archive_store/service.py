@@ -7,10 +7,11 @@ import threading
 import time
 from typing import Optional
 
-from archive_store import license as licensing
+from archive_common import license as licensing
+from archive_common.license import LicenseError
+from archive_store import crashpoints
 from archive_store.config import Config
 from archive_store.errors import StoreError
-from archive_store.license import LicenseError
 from archive_store.policy import maintenance
 from archive_store.spool import Maildir, from_postfix
 from archive_store.store import Store
@@ -89,6 +90,7 @@ class Ingestor:
             log.info(outcome.log_line())
             self.stored += outcome.status == "stored"
             self.duplicates += outcome.status == "duplicate"
+        crashpoints.reach("ingested")
         self._remove_later([a.spool_name for a in arrivals])
         self.last_error = ""
         return len(arrivals)

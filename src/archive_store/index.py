@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
-from archive_store import ids
+from archive_common import ids
 from archive_store.errors import StoreError
 
 SCHEMA = """

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
-from archive_store import ids
+from archive_common import ids
+from archive_store import crashpoints
 from archive_store.config import Config
 from archive_store.crypto import Keyring
 from archive_store.errors import IntegrityError, StoreError
@@ -131,6 +132,7 @@ class Store:
         new_rows: List[dict] = []
         if fresh:
             self._write_intent([entry[1] for entry in fresh])
+            crashpoints.reach("intent")
             prepared = self.objects.pool.map(lambda entry: self._prepare(*entry[1:], now), fresh)
             directories = []
             for (slot, archive_id, _sha, arrival), (row, directory) in zip(fresh, prepared):
@@ -140,6 +142,7 @@ class Store:
             fsync_dirs(directories)
         if arrival_rows:
             self.index.commit_batch(new_rows, arrival_rows)
+            crashpoints.reach("committed")
         if fresh:
             self.intent.unlink()
         return outcomes
@@ -149,7 +152,9 @@ class Store:
         row = self._row(archive_id, sha, arrival, now)
         blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
         row["stored_size"] = len(blob)
-        return row, self.objects.write(archive_id, blob)
+        directory = self.objects.write(archive_id, blob)
+        crashpoints.reach("object")
+        return row, directory
 
     def _row(self, archive_id: str, sha: str, arrival: Arrival, now: int, retain_until: Optional[int] = None) -> dict:
         parsed = extract(arrival.raw, self.config.index_body_bytes)

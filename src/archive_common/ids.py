@@ -7,7 +7,11 @@ Like piler's, an ID is 36 hex characters (18 bytes):
     bytes 13-17  random
 
 Sorting IDs as strings sorts them by time.  The on-disk path of a message
-derives from its ID alone (see objects.py).
+derives from its ID alone (see archive_store/objects.py).
+
+Shared code (see src/README.md): it imports only the standard library; the
+collection's modules use this very file through the link
+plugins/module_utils/archive_ids.py.
 """
 
 import os

@@ -70,7 +70,7 @@ def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str]) -> 
             seen_envelope.add(name)
             if name == b"return-path":
                 arrival.env_from = value.strip("<>")
-            else:
+            elif value.strip("<>") not in arrival.env_to:  # Delivered-To and X-Original-To often agree
                 arrival.env_to.append(value.strip("<>"))
         elif name == b"received" and _received_by(text) in hosts:
             date = _RECEIVED_END.search(text)

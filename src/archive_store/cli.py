@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from archive_store import __version__, config as configuration, crypto, license as licensing, retention
+from archive_common import license as licensing
+from archive_store import __version__, config as configuration, crypto, retention
 from archive_store.errors import StoreError
 
 log = logging.getLogger("archive_store")

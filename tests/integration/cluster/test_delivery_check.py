@@ -2,18 +2,10 @@
 
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
-
-from conftest import SCENARIO
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from module_runner import ROOT, command, environment, result_of, run_module  # noqa: E402
-
-pytestmark = pytest.mark.skipif(SCENARIO != "cluster", reason="needs the five workers of the cluster scenario")
+from helpers import docker, wait_system_running
+from module_runner import ROOT, command, environment, result_of, run_module
 
 
 def check_args(site, **over):
@@ -22,10 +14,6 @@ def check_args(site, **over):
             "workers": [{"name": w, "url": site.api(w), "server_id": site.server_id[w]} for w in site.workers]}
     args.update(over)
     return args
-
-
-def docker(*args, check=True):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
 def test_good_run_every_probe_once_byte_identical_and_spread(site):
@@ -47,7 +35,7 @@ def test_remove_probes_purges_every_probe_with_an_audit_entry(site):
     for worker, removed in result["removed"].items():
         found = docker("exec", worker, "archive_store", "search", "--json", "mailarchiveprobe" + result["run"]).stdout
         assert found == ""
-        audit = docker("exec", worker, "cat", "/var/lib/archive-store/audit.log", check=False).stdout
+        audit = docker("exec", worker, "cat", site.contract[worker]["data_dir"] + "/audit.log", check=False).stdout
         logged = [json.loads(line)["id"] for line in audit.splitlines() if result["run"] in line]
         assert sorted(logged) == removed
         assert docker("exec", worker, "archive_store", "verify", "--all", check=False).returncode == 0
@@ -61,11 +49,11 @@ def test_with_a_worker_stopped_the_check_still_passes(site):
         assert result["spread"]["worker3"] == 0 and result["lost"] == []
     finally:
         docker("start", "worker3")
-        docker("exec", "worker3", "systemctl", "is-system-running", "--wait", check=False)
+        wait_system_running("worker3")
 
 
 def test_a_probe_the_store_drops_is_named_as_lost(site):
-    spool = "/var/spool/archive-store/Maildir/new"
+    spool = site.contract["worker1"]["spool_dir"] + "/Maildir/new"
     # With its store stopped, worker1's postfix would answer 451 (the store's policy service is gone);
     # take the policy out of its restrictions for this test, so that probes reach its spool and wait there.
     restrictions = docker("exec", "worker1", "postconf", "-h", "smtpd_recipient_restrictions").stdout.strip()

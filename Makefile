@@ -77,6 +77,7 @@ lab: venv images
 ## make bench: the cluster benchmarks on the running lab (make lab first); figures in docs/BENCHMARKS.md.
 ## The search benchmark's single store is built once by bench/search.py (about an hour), the
 ## five workers' share once by cluster_search.py load (about 30 minutes); later runs top up.
+bench: export PYTHONPATH := $(CURDIR)/src
 bench: venv deps-store
 	python bench/cluster.py
 	$(PY_DEBIAN) bench/search.py -n 1000000 --queries 30

@@ -17,12 +17,12 @@ import subprocess
 import time
 import urllib.request
 
+import lab
 from smtp_load import arguments
 
 PREFIX = "mailarchive-lab-"
 GATEWAY_IP = "198.18.10.10"
-WORKERS = {f"worker{n}": f"198.18.10.2{n}" for n in range(5)}
-TOKEN = "lab-token-0123456789abcdef0123456789abcdef"
+WORKERS = lab.workers()  # name -> the worker role's contract, with its token
 SOURCE = PREFIX + "ns"  # smtp-source runs here, outside the mail path
 DIRECT_SOURCE = PREFIX + "archive-gw2"  # workers take SMTP only from the gateways
 
@@ -33,8 +33,8 @@ def sh(container, command, check=True):
 
 
 def stored(worker):
-    request = urllib.request.Request(f"http://{WORKERS[worker]}:8025/api/v1/stats",
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(f"{WORKERS[worker]['api_url']}/api/v1/stats",
+                                     headers={"Authorization": f"Bearer {WORKERS[worker]['token']}"})
     for _attempt in range(120):
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -10,29 +10,23 @@ that worker's configuration and key (its store service is stopped
 meanwhile). ``run`` copies the single store that ``bench/search.py -n
 1000000`` built (/var/tmp/archive-search-bench) into worker0 and serves it
 there on port 18025, then times the same queries both ways, alternating:
-the collection's fan-out (module_utils.archive_api.search_all, which the
+the collection's fan-out (archive_common.client.search_all, which the
 search module uses) over the five workers' APIs, and one request to the
 single store. It also checks that both answer alike: for every query with
 fewer matches than the limit, the same set of messages.
 """
 
 import argparse
-import importlib.util
 import json
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PREFIX = "mailarchive-lab-"
-WORKERS = {f"worker{n}": f"198.18.10.2{n}" for n in range(5)}
-TOKEN = "lab-token-0123456789abcdef0123456789abcdef"
 SINGLE_SRC = Path("/var/tmp/archive-search-bench")
 SINGLE_DIR = "/var/lib/archive-bench-single"
 SINGLE_PORT = 18025
-STORE_USER = "archive-store"
 
 
 def docker(*args, check=True):
@@ -73,59 +67,57 @@ def in_container_ingest(args):
 
 
 def load(args):
+    import lab
+
+    workers = lab.workers()
     procs = []
-    for part, worker in enumerate(WORKERS):
-        container = PREFIX + worker
+    for part, (worker, contract) in enumerate(workers.items()):
+        container = contract["container"]
         docker("exec", container, "mkdir", "-p", "/opt/archive-bench")
         for name in ("search.py", "cluster_search.py"):
             docker("cp", str(HERE / name), f"{container}:/opt/archive-bench/{name}")
         docker("exec", container, "systemctl", "stop", "archive-store")
         procs.append(subprocess.Popen(
-            ["docker", "exec", container, "setpriv", f"--reuid={STORE_USER}", f"--regid={STORE_USER}", "--init-groups",
-             "env", "PYTHONPATH=/usr/lib/archive-store:/opt/archive-bench", "python3", "/opt/archive-bench/cluster_search.py",
-             "ingest", "--part", str(part), "--parts", str(len(WORKERS)), "-n", str(args.messages)]))
-    failed = [worker for worker, proc in zip(WORKERS, procs) if proc.wait() != 0]
-    for worker in WORKERS:
-        docker("exec", PREFIX + worker, "systemctl", "start", "archive-store")
+            ["docker", "exec", container, "setpriv", f"--reuid={contract['user']}", f"--regid={contract['user']}",
+             "--init-groups", "env", f"PYTHONPATH={contract['lib_dir']}:/opt/archive-bench", "python3",
+             "/opt/archive-bench/cluster_search.py", "ingest", "--part", str(part), "--parts", str(len(workers)),
+             "-n", str(args.messages), "--config", contract["config_file"]]))
+    failed = [worker for worker, proc in zip(workers, procs) if proc.wait() != 0]
+    for contract in workers.values():
+        docker("exec", contract["container"], "systemctl", "start", "archive-store")
     if failed:
         raise SystemExit(f"ingest failed on {', '.join(failed)}")
 
 
-def archive_api():
-    """The collection's own API client and fan-out (needs ansible, as the modules do)."""
-    path = HERE.parent / "plugins" / "module_utils" / "archive_api.py"
-    spec = importlib.util.spec_from_file_location("archive_api", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def start_single_store():
-    container = PREFIX + "worker0"
+def start_single_store(contract):
+    container = contract["container"]
+    user = contract["user"]
     if docker("exec", container, "test", "-d", SINGLE_DIR, check=False).returncode != 0:
         print(f"copying {SINGLE_SRC} into worker0 ...", flush=True)
         docker("cp", str(SINGLE_SRC), f"{container}:{SINGLE_DIR}")
         conf = (f"[store]\nserver_id = 9\nhostname = archive.example.com\ndata_dir = {SINGLE_DIR}/data\n"
                 f"spool_dir = {SINGLE_DIR}/spool/Maildir\nlicense_file = {SINGLE_DIR}/license\n"
                 f"key_file = {SINGLE_DIR}/store.key\n[api]\nlisten = 0.0.0.0:{SINGLE_PORT}\n"
-                "token_file = /etc/archive-store/api.token\n")
+                f"token_file = {contract['token_file']}\n")
         docker("exec", container, "sh", "-c", f"cat > {SINGLE_DIR}/store.conf <<'EOF'\n{conf}EOF\n"
-                                              f"chown -R {STORE_USER}: {SINGLE_DIR}")
+                                              f"chown -R {user}: {SINGLE_DIR}")
     docker("exec", container, "systemctl", "stop", "archive-bench-single", check=False)
     docker("exec", container, "systemctl", "reset-failed", "archive-bench-single", check=False)
-    docker("exec", container, "systemd-run", "--unit", "archive-bench-single", f"--uid={STORE_USER}",
-           f"--gid={STORE_USER}", "--setenv=PYTHONPATH=/usr/lib/archive-store", "python3", "-m", "archive_store",
+    docker("exec", container, "systemd-run", "--unit", "archive-bench-single", f"--uid={user}",
+           f"--gid={user}", f"--setenv=PYTHONPATH={contract['lib_dir']}", "python3", "-m", "archive_store",
            "-c", f"{SINGLE_DIR}/store.conf", "serve")
 
 
 def run(args):
-    sys.path.insert(0, str(HERE))
+    import lab
+    from archive_common import client as api
     from search import corpus, percentiles, queries
 
-    api = archive_api()
-    cluster = [api.ArchiveApi(name, f"http://{ip}:8025", TOKEN, timeout=60) for name, ip in WORKERS.items()]
-    start_single_store()
-    single = api.ArchiveApi("single", f"http://{WORKERS['worker0']}:{SINGLE_PORT}", TOKEN, timeout=60)
+    workers = lab.workers()
+    cluster = [api.ArchiveApi(name, c["api_url"], c["token"], timeout=60) for name, c in workers.items()]
+    first = next(iter(workers.values()))
+    start_single_store(first)
+    single = api.ArchiveApi("single", first["api_url"].rsplit(":", 1)[0] + f":{SINGLE_PORT}", first["token"], timeout=60)
     for _attempt in range(120):
         try:
             single.stats()
@@ -133,8 +125,8 @@ def run(args):
         except api.ArchiveApiError:
             time.sleep(0.5)
     counts = {a.name: a.stats()["messages"] for a in cluster + [single]}
-    print(f"cluster: {sum(counts[w] for w in WORKERS)} messages "
-          f"({' '.join(f'{w}={counts[w]}' for w in WORKERS)}); single store: {counts['single']}")
+    print(f"cluster: {sum(counts[w] for w in workers)} messages "
+          f"({' '.join(f'{w}={counts[w]}' for w in workers)}); single store: {counts['single']}")
     words, _cum, senders = corpus()
     single_word, from_word = queries(words, senders, args.queries)
     for query in single_word[:20]:  # warm both the way running servers are warm

@@ -14,12 +14,13 @@ import subprocess
 import time
 import urllib.request
 
+import lab
 from smtp_load import arguments
 
 GATEWAY, WORKER, OTHER = "mailarchive-lab-archive-gw", "mailarchive-lab-worker0", "mailarchive-lab-worker1"
 GATEWAY_IP, WORKER_IP = "198.18.10.10", "198.18.10.20"
-TOKEN = "lab-token-0123456789abcdef0123456789abcdef"
-STORE = "PYTHONPATH=/usr/lib/archive-store python3 -m archive_store -c /etc/archive-store/store.conf"
+CONTRACT = lab.workers()["worker0"]  # the worker role's contract, with its token
+STORE = CONTRACT["command"]
 
 
 def sh(container, command, check=True):
@@ -28,7 +29,8 @@ def sh(container, command, check=True):
 
 def stats():
     """The worker's store stats; waits while the API is still starting."""
-    request = urllib.request.Request(f"http://{WORKER_IP}:8025/api/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(f"{CONTRACT['api_url']}/api/v1/stats",
+                                     headers={"Authorization": f"Bearer {CONTRACT['token']}"})
     for _attempt in range(120):
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -10,12 +10,10 @@ import argparse
 import itertools
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "roles" / "worker" / "files"))
 
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "pe", "da", "gu", "zen", "fa", "rix", "bo", "tel"]

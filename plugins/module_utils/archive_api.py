@@ -11,8 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_client import (  # noqa: F401 (re-exported)
-    ArchiveApi, ArchiveApiError, search_all)
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_client import ArchiveApi, ArchiveApiError
 
 
 def archive_api_argument_spec():

@@ -163,6 +163,7 @@ from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api im
     ArchiveApiError, archive_api_argument_spec, worker_apis)
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_ids import server_id_of, unix_time_of
 
+
 def percentile(values, fraction):
     if not values:
         return None

@@ -83,7 +83,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    ArchiveApiError, archive_api_argument_spec, search_all, worker_apis)
+    ArchiveApiError, archive_api_argument_spec, worker_apis)
+from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_client import search_all
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_ids import server_id_of
 
 

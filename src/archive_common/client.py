@@ -99,8 +99,7 @@ class ArchiveApi(object):
         after = ""
         while True:
             rows = self.get_json("/api/v1/list?since=%d&until=%d&after=%s&limit=%d" % (since, until, after, page))
-            for row in rows["results"]:
-                yield row
+            yield from rows["results"]
             if len(rows["results"]) < page:
                 return
             after = rows["results"][-1]["id"]

@@ -67,9 +67,7 @@ class Site:
         # The worker role's contract, as each worker publishes it (ansible_local.archive_worker), and its token.
         self.contract = {w: runner.run_module(w, "ansible.builtin.setup", "filter=ansible_local", check=False)
                          ["ansible_facts"]["ansible_local"]["archive_worker"] for w in self.workers}
-        self.tokens = {w: base64.b64decode(runner.run_module(w, "ansible.builtin.slurp", f"src={c['token_file']}",
-                                                            become=True)["content"]).decode().strip()
-                       for w, c in self.contract.items()}
+        self.tokens = {w: self._read(w, c["token_file"]) for w, c in self.contract.items()}
         self.token = self.tokens[self.workers[0]]
         self.archive_domain = first["mailarchive_archive_domain"]
         self.journal_address = first["mailarchive_journal_address"]
@@ -77,6 +75,10 @@ class Site:
         hosts = self.workers + self.gateways + self.dns + self.backup_servers
         self.ip = {h: runner.get_variables(h)["mailarchive_ip"] for h in hosts}
         self.server_id = {w: int(runner.get_variables(w)["worker_server_id"]) for w in self.workers}
+
+    def _read(self, host, path):
+        answer = self.runner.run_module(host, "ansible.builtin.slurp", f"src={path}", become=True)
+        return base64.b64decode(answer["content"]).decode().strip()
 
     def api(self, worker):
         return self.contract[worker]["api_url"]

@@ -78,6 +78,8 @@ class Ingestor:
                 log.error("status=error spool=%s cannot read it (%s); it stays in the spool", name, exc.strerror)
                 continue
             arrivals.append(from_postfix(data, name, self.config.transit_hosts))
+        if not arrivals:  # each was removed meanwhile (committed before): the spool may hold more
+            return len(names)
         try:
             outcomes = self.store.ingest(arrivals)
         except (OSError, sqlite3.Error) as exc:

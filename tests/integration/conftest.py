@@ -35,8 +35,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def each(group):
-    """Run a test once per host of an inventory group, with that host's testinfra Host as ``node``."""
-    return pytest.mark.parametrize("node", [pytest.param(RUNNER.get_host(h), id=h) for h in RUNNER.get_hosts(group)])
+    """Run a test once per host of an inventory group: ``name`` is the host, ``node`` its testinfra Host."""
+    return pytest.mark.parametrize("name", sorted(RUNNER.get_hosts(group)))
+
+
+@pytest.fixture
+def node(name):
+    return RUNNER.get_host(name)
 
 
 def playbook(path, *args):

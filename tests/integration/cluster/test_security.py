@@ -25,7 +25,7 @@ def test_the_store_api_refuses_requests_without_or_with_a_wrong_token(site):
 
 
 @each("workers")
-def test_the_store_runs_unprivileged_under_systemd_hardening(node, site):
+def test_the_store_runs_unprivileged_under_systemd_hardening(name, node, site):
     props = dict(line.split("=", 1) for line in node.check_output(
         "systemctl show archive-store -p User -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp "
         "-p CapabilityBoundingSet -p RestrictSUIDSGID").splitlines())

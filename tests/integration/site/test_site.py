@@ -12,8 +12,7 @@ MANY = 100 if SCENARIO == "cluster" else 20
 
 
 @each("dns")
-def test_dns_serves_one_equal_mx_per_worker(node, site):
-    name = node.backend.host
+def test_dns_serves_one_equal_mx_per_worker(name, node, site):
     host = node
     out = host.check_output(f"dig +noall +answer MX {site.archive_domain} @{site.ip[name]}")
     records = sorted(re.findall(r"\s(\d+)\s+IN\s+MX\s+(\d+)\s+(\S+)\.", out))
@@ -37,7 +36,7 @@ def test_services_run_and_listen(host, site):
         assert host.service("archive-store").is_running
         assert host.socket("tcp://0.0.0.0:25").is_listening
         contract = site.contract[name]
-        assert host.socket("tcp://%s" % contract["api_url"].rsplit(":", 1)[1]).is_listening
+        assert host.socket("tcp://0.0.0.0:%s" % contract["api_url"].rsplit(":", 1)[1]).is_listening
         for secret in ("store.key", "license", contract["token_file"].rsplit("/", 1)[1]):
             f = host.file(f"{contract['conf_dir']}/{secret}")
             assert f.mode == 0o600 and f.user == contract["user"], secret
@@ -82,13 +81,13 @@ GATEWAY_SETTINGS = {
 
 
 @each("gateways")
-def test_gateway_postconf_matches_the_documented_settings(node, site):
+def test_gateway_postconf_matches_the_documented_settings(name, node, site):
     host = node
     lines = host.check_output("postconf -n").splitlines()
     found = dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "") for line in lines)
     assert {k: found.get(k) for k in GATEWAY_SETTINGS} == GATEWAY_SETTINGS
-    assert found["myhostname"] == f"{host.backend.host}.example.com"
-    copies = rendered(site.runner, host.backend.host, ["gateway_copy_to"])["gateway_copy_to"]
+    assert found["myhostname"] == f"{name}.example.com"
+    copies = rendered(site.runner, name, ["gateway_copy_to"])["gateway_copy_to"]
     assert host.check_output("postmap -q archive@archive-gw.example.com hash:/etc/postfix/virtual") == ", ".join(
         ["archive@archive.example.com"] + copies)
 
@@ -145,8 +144,8 @@ def test_workers_refuse_smtp_from_non_gateway_addresses(site):
 
 
 @each("workers")
-def test_every_worker_verifies_its_whole_store(node, site):
-    out = node.run(f"{site.store_command(node.backend.host)} verify --all")
+def test_every_worker_verifies_its_whole_store(name, node, site):
+    out = node.run(f"{site.store_command(name)} verify --all")
     assert out.rc == 0, out.stdout + out.stderr
     assert re.search(r"verified \d+ messages: \d+ ok, 0 failed", out.stdout)
 

@@ -9,7 +9,6 @@ from aiosmtpd.controller import Controller
 from dnslib.server import DNSServer
 from dnslib.zoneresolver import ZoneResolver
 
-
 from module_runner import run_module
 
 GOOD_ZONE = """

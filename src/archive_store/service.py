@@ -1,5 +1,6 @@
 """The ingest loop: spool -> store, gated by the license."""
 
+import concurrent.futures
 import errno
 import sqlite3
 import logging
@@ -33,6 +34,7 @@ class Ingestor:
         self._license_checked = 0.0
         self._license_mtime = None
         self._removing = set()
+        self._removals = set()
 
     def check_license(self, force: bool = False, report: bool = True) -> bool:
         """Re-read the license when it changed or a minute passed; log changes once."""
@@ -64,22 +66,9 @@ class Ingestor:
         """Ingest one batch from the spool; return how many spool files it took."""
         if not self.check_license():
             return 0
-        limit = self.config.batch_size
-        names = [n for n in self.spool.pending(limit + len(self._removing)) if n not in self._removing][:limit]
-        if not names:
+        arrivals = self._read_batch()
+        if not arrivals:
             return 0
-        arrivals = []
-        for name in names:
-            try:
-                data = self.spool.read(name)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.error("status=error spool=%s cannot read it (%s); it stays in the spool", name, exc.strerror)
-                continue
-            arrivals.append(from_postfix(data, name, self.config.transit_hosts))
-        if not arrivals:  # each was removed meanwhile (committed before): the spool may hold more
-            return len(names)
         try:
             outcomes = self.store.ingest(arrivals)
         except (OSError, sqlite3.Error) as exc:
@@ -97,6 +86,31 @@ class Ingestor:
         self.last_error = ""
         return len(arrivals)
 
+    def _read_batch(self) -> list:
+        """Read the next batch of spool files into arrivals.
+
+        A file listed but gone when read was committed by an earlier batch and
+        removed meanwhile; when a whole batch is such files the spool is listed
+        again, so drain never stops while mail waits. An unreadable file stays
+        in the spool and is logged.
+        """
+        limit = self.config.batch_size
+        while True:
+            names = [n for n in self.spool.pending(limit + len(self._removing)) if n not in self._removing][:limit]
+            arrivals, vanished = [], 0
+            for name in names:
+                try:
+                    data = self.spool.read(name)
+                except FileNotFoundError:
+                    vanished += 1
+                    continue
+                except OSError as exc:
+                    log.error("status=error spool=%s cannot read it (%s); it stays in the spool", name, exc.strerror)
+                    continue
+                arrivals.append(from_postfix(data, name, self.config.transit_hosts))
+            if arrivals or not vanished:
+                return arrivals
+
     def _remove_later(self, names) -> None:
         """Remove committed spool files in the store's pool while the next batch is read.
 
@@ -105,14 +119,20 @@ class Ingestor:
         """
         self._removing.update(names)
         future = self.store.objects.pool.submit(self.spool.remove, names)
-        future.add_done_callback(lambda done: self._removing.difference_update(names))
+        self._removals.add(future)
+
+        def removed(done):
+            self._removing.difference_update(names)
+            self._removals.discard(done)
+        future.add_done_callback(removed)
 
     def drain(self) -> int:
-        """Ingest until the spool is empty (or ingest is refused)."""
+        """Ingest until the spool is empty (or ingest is refused); return once ingested files are removed."""
         total = 0
         while True:
             took = self.drain_once()
             if not took:
+                concurrent.futures.wait(list(self._removals))
                 return total
             total += took
 

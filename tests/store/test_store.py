@@ -327,3 +327,31 @@ def test_merging_a_restored_key_file_keeps_old_objects_readable(env):
     assert store.index.get(new.archive_id)["key_id"] != store.index.get(old.archive_id)["key_id"]
     assert (key_file.stat().st_mode & 0o777) == 0o600
     assert b"0 keys from" in env.cli("keygen", "--merge", str(backup)).stdout
+
+
+def test_drain_counts_each_spool_file_once_when_a_listing_names_files_already_removed(env):
+    """A listing can name files the previous batch's removal deletes a moment later.
+
+    drain lists the spool again when a whole batch had gone (it must not stop
+    while mail waits) and counts only the files it read.
+    """
+    from archive_store.service import Ingestor
+
+    env.write_conf(batch_size=2)
+    gone = [env.deliver(b"Subject: first\r\n\r\nx\r\n"), env.deliver(b"Subject: second\r\n\r\nx\r\n")]
+    waiting = {env.deliver(b"Subject: third\r\n\r\nx\r\n"), env.deliver(b"Subject: fourth\r\n\r\nx\r\n")}
+    for name in gone:
+        (env.spool / "new" / name).unlink()
+    ingestor = Ingestor(env.config(), env.store())
+    listings = []
+    real_pending = ingestor.spool.pending
+
+    def stale_first(limit):
+        listings.append(limit)
+        return gone if len(listings) == 1 else real_pending(limit)
+
+    ingestor.spool.pending = stale_first
+    assert ingestor.drain() == 2
+    assert len(listings) >= 2, "the batch of vanished files ended the drain"
+    assert not {p.name for p in (env.spool / "new").iterdir()} & waiting
+    assert ingestor.store.index.stats()["messages"] == 2

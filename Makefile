@@ -69,9 +69,9 @@ lab: venv images
 	ansible-playbook $(LAB_DR) lab/up.yml
 	ansible-playbook $(LAB_DR) site.yml
 	ansible-playbook $(LAB) site.yml
-	ansible-playbook $(LAB) playbooks/verify.yml
+	ansible-playbook $(LAB) playbooks/verify.yml -e peer_inventory=inventories/lab-dr
 	ansible-playbook $(LAB_DR) playbooks/verify.yml
-	ansible-playbook $(LAB) playbooks/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
+	ansible-playbook $(LAB) lab/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
 	@cat lab/USAGE.txt
 
 ## make bench: the cluster benchmarks on the running lab (make lab first); figures in docs/BENCHMARKS.md.

@@ -123,9 +123,18 @@ def docker_exec(container: str, *argv: str, user: Optional[str] = None, **kw) ->
     return docker("exec", *interactive, *(["-u", user] if user else []), container, *argv, **kw)
 
 
-def wait_system_running(container: str) -> None:
-    """Wait until systemd in ``container`` has started everything; fail naming the units that failed."""
-    state = docker_exec(container, "systemctl", "is-system-running", "--wait", check=False, timeout=180).stdout.strip()
-    if state != "running":
+def wait_system_running(container: str, timeout: float = 180) -> None:
+    """Wait until systemd in ``container`` has started everything; fail naming the units that failed.
+
+    Just after ``docker start`` systemd does not answer yet (systemctl prints
+    nothing, or ``offline``): that is waited out; a degraded system is not.
+    """
+    def state():
+        answer = docker_exec(container, "systemctl", "is-system-running", "--wait", check=False,
+                             timeout=timeout).stdout.strip()
+        return "" if answer == "offline" else answer
+
+    answer = wait_until(state, f"{container}: systemd to answer", timeout=timeout, interval=1)
+    if answer != "running":
         failed = docker_exec(container, "systemctl", "--failed", "--no-legend", check=False).stdout.strip()
-        raise AssertionError(f"{container}: systemd is {state or 'not answering'}; failed units: {failed or 'none'}")
+        raise AssertionError(f"{container}: systemd is {answer}; failed units: {failed or 'none'}")

@@ -24,6 +24,30 @@ def host_records(hosts, hostvars, zone):
     return records
 
 
+def dns_rrsets(records, zone, mx_ttl, default_ttl):
+    """Group dns_extra_records into RRsets: [{name: '<name>.<zone>.', type, ttl, values}].
+
+    Names, and MX hosts, are relative to the zone. One RRset has one TTL (RFC 2181 5.2):
+    records of one name and type with different TTLs are refused.
+    """
+    rrsets = {}
+    for record in records:
+        rtype = record["type"]
+        value = record["value"]
+        if rtype == "MX":
+            preference, host = value.split()
+            value = "%s %s.%s." % (preference, host, zone)
+        ttl = int(record.get("ttl") or (mx_ttl if rtype == "MX" else default_ttl))
+        key = (record["name"], rtype)
+        rrset = rrsets.setdefault(key, {"name": "%s.%s." % (record["name"], zone), "type": rtype, "ttl": ttl, "values": []})
+        if rrset["ttl"] != ttl:
+            raise AnsibleFilterError("dns_rrsets: %s %s has records with TTLs %s and %s; one RRset needs one TTL"
+                                     % (rrset["name"], rtype, rrset["ttl"], ttl))
+        if value not in rrset["values"]:
+            rrset["values"].append(value)
+    return list(rrsets.values())
+
+
 def python_modules(packages, src_dir):
     """[{src, dest}] for every module of the named packages under src_dir, dest as '<package>/<module>.py'.
 
@@ -40,4 +64,4 @@ def python_modules(packages, src_dir):
 
 class FilterModule(object):
     def filters(self):
-        return {"host_records": host_records, "python_modules": python_modules}
+        return {"dns_rrsets": dns_rrsets, "host_records": host_records, "python_modules": python_modules}

@@ -14,26 +14,31 @@ __metaclass__ = type
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_client import ArchiveApi, ArchiveApiError
 
 
+def worker_options():
+    """The suboptions of one worker: O(workers[]) of the archive_api doc fragment."""
+    return dict(
+        name=dict(type="str", required=True),
+        url=dict(type="str", required=True),
+        server_id=dict(type="int", required=True),
+        token=dict(type="str", no_log=True),
+    )
+
+
 def archive_api_argument_spec():
     """The options of the archive_api doc fragment, for a module's argument_spec."""
     return dict(
-        workers=dict(type="list", elements="dict", required=True, options=dict(
-            name=dict(type="str", required=True),
-            url=dict(type="str", required=True),
-            server_id=dict(type="int", required=True),
-            token=dict(type="str", no_log=True),
-        )),
+        workers=dict(type="list", elements="dict", required=True, options=worker_options()),
         api_token=dict(type="str", no_log=True),
         api_timeout=dict(type="float", default=5),
     )
 
 
-def worker_apis(params):
-    """An ArchiveApi per entry of the archive_api doc fragment's O(workers), with O(api_token) as fallback."""
-    if not params["workers"]:
-        raise ArchiveApiError("workers: expected at least one worker, found an empty list")
+def worker_apis(params, option="workers"):
+    """An ArchiveApi per entry of O(workers) (or another list of worker_options()), with O(api_token) as fallback."""
+    if not params[option]:
+        raise ArchiveApiError("%s: expected at least one worker, found an empty list" % option)
     apis = []
-    for spec in params["workers"]:
+    for spec in params[option]:
         token = spec.get("token") or params.get("api_token")
         if not token:
             raise ArchiveApiError("worker %s: no API token (set workers[].token or api_token)" % spec["name"])

@@ -79,6 +79,31 @@ options:
       - A probe that cannot be removed fails the task.
     type: bool
     default: false
+  copy_workers:
+    description:
+      - The workers of the site that O(gateway) copies every message to (the DR site, see C(gateway_copy_to)).
+      - Each probe must then also be archived exactly once there, byte for byte, under that worker's server_id;
+        with O(remove_probes) it is removed there too, so that no probe stays at either site.
+      - Same suboptions as O(workers); their names must differ from the names in O(workers).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The worker's name, as used in results.
+        type: str
+        required: true
+      url:
+        description: Base URL of the worker's archive store API.
+        type: str
+        required: true
+      server_id:
+        description: The worker's server_id; every archive ID it returns must carry it.
+        type: int
+        required: true
+      token:
+        description: This worker's API bearer token; otherwise O(api_token) is used.
+        type: str
 notes:
   - The module reports changed only when it removed probes.
 seealso:
@@ -150,6 +175,14 @@ removed:
   returned: always
   type: dict
   sample: {"worker0": ["4000000069..."], "worker1": []}
+copy_site:
+  description:
+    - With O(copy_workers), the same report for the copy site (probes, spread, latency, lost, duplicated, mismatched,
+      removed); empty otherwise.
+  returned: always
+  type: dict
+  sample: {"spread": {"dr-worker0": 11, "dr-worker1": 9}, "lost": [], "duplicated": [], "mismatched": [],
+           "removed": {"dr-worker0": ["400000006a..."]}}
 """
 
 import hashlib
@@ -160,7 +193,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils import archive_probes, smtp
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
-    ArchiveApiError, archive_api_argument_spec, worker_apis)
+    ArchiveApiError, archive_api_argument_spec, worker_apis, worker_options)
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_ids import server_id_of, unix_time_of
 
 
@@ -220,13 +253,61 @@ def remove(params, workers, found, run):
     return removed, failures
 
 
+def judge(probes, workers, found):
+    """Each probe archived exactly once, with the bytes sent, under its worker's server_id: the site's report."""
+    report = {"probes": [], "lost": [], "duplicated": [], "mismatched": [], "spread": dict((w["name"], 0) for w in workers)}
+    latencies = []
+    for probe in probes:
+        copies = found[probe["message_id"]]
+        entry = {"message_id": probe["message_id"], "copies": len(copies), "worker": None, "archive_id": None,
+                 "server_id_ok": None, "sha256_ok": None, "latency": None}
+        if not copies:
+            report["lost"].append(probe["message_id"])
+        elif len(copies) > 1:
+            report["duplicated"].append(probe["message_id"])
+        if copies:
+            worker, row = copies[0]
+            report["spread"][worker["name"]] += 1
+            entry.update(worker=worker["name"], archive_id=row["id"],
+                         server_id_ok=server_id_of(row["id"]) == worker["server_id"],
+                         sha256_ok=row["sha256"] == probe["sha256"] and row["size"] == len(probe["raw"]),
+                         latency=round(unix_time_of(row["id"]) - probe["sent_at"], 3))
+            latencies.append(entry["latency"])
+            if not (entry["server_id_ok"] and entry["sha256_ok"]):
+                report["mismatched"].append(probe["message_id"])
+        report["probes"].append(entry)
+    report["latency"] = {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+                         "max": max(latencies) if latencies else None}
+    return report
+
+
+def problems(report):
+    failures = []
+    if report["lost"]:
+        failures.append("%d lost: %s" % (len(report["lost"]), ", ".join(report["lost"])))
+    if report["duplicated"]:
+        failures.append("%d duplicated: %s" % (len(report["duplicated"]), ", ".join(report["duplicated"])))
+    if report["mismatched"]:
+        failures.append("%d stored with other bytes or server_id: %s" % (len(report["mismatched"]), ", ".join(report["mismatched"])))
+    return failures
+
+
+def api_workers(module, option):
+    params = module.params
+    try:
+        return [dict(spec, api=api) for spec, api in zip(params[option], worker_apis(params, option))]
+    except ArchiveApiError as exc:
+        module.fail_json(msg=str(exc))
+
+
 def run_check(module):
     params = module.params
     run = os.urandom(4).hex()
-    try:
-        workers = [dict(spec, api=api) for spec, api in zip(params["workers"], worker_apis(params))]
-    except ArchiveApiError as exc:
-        module.fail_json(msg=str(exc))
+    workers = api_workers(module, "workers")
+    copy_workers = api_workers(module, "copy_workers") if params["copy_workers"] else []
+    shared = sorted(set(w["name"] for w in workers) & set(w["name"] for w in copy_workers))
+    if shared:
+        module.fail_json(msg="copy_workers: %s also in workers; the copy site is another site" % ", ".join(shared))
     probes = []
     for number in range(params["count"]):
         message_id, raw = archive_probes.make(run, number, params["sender"], params["recipient"], params["size"])
@@ -237,45 +318,22 @@ def run_check(module):
         module.fail_json(msg="sending probes to %s:%d failed after %d of %d: %s" % (
             params["gateway"], params["port"], sum(1 for p in probes if "sent_at" in p), len(probes), exc), changed=False)
     found, errors = collect(params, workers, probes, run)
-    results, lost, duplicated, mismatched, latencies = [], [], [], [], []
-    spread = dict((w["name"], 0) for w in workers)
-    for probe in probes:
-        copies = found[probe["message_id"]]
-        entry = {"message_id": probe["message_id"], "copies": len(copies), "worker": None, "archive_id": None,
-                 "server_id_ok": None, "sha256_ok": None, "latency": None}
-        if not copies:
-            lost.append(probe["message_id"])
-        elif len(copies) > 1:
-            duplicated.append(probe["message_id"])
-        if copies:
-            worker, row = copies[0]
-            spread[worker["name"]] += 1
-            entry.update(worker=worker["name"], archive_id=row["id"],
-                         server_id_ok=server_id_of(row["id"]) == worker["server_id"],
-                         sha256_ok=row["sha256"] == probe["sha256"] and row["size"] == len(probe["raw"]),
-                         latency=round(unix_time_of(row["id"]) - probe["sent_at"], 3))
-            latencies.append(entry["latency"])
-            if not (entry["server_id_ok"] and entry["sha256_ok"]):
-                mismatched.append(probe["message_id"])
-        results.append(entry)
-    receiving = sum(1 for count in spread.values() if count)
-    removed, remove_failures = remove(params, workers, found, run)
-    result = {
-        "changed": any(removed.values()), "removed": removed, "run": run, "sent": len(probes), "probes": results, "spread": spread,
-        "latency": {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
-                    "max": max(latencies) if latencies else None},
-        "lost": lost, "duplicated": duplicated, "mismatched": mismatched, "api_errors": sorted(errors.values()),
-    }
-    failures = []
-    if lost:
-        failures.append("%d lost: %s" % (len(lost), ", ".join(lost)))
-    if duplicated:
-        failures.append("%d duplicated: %s" % (len(duplicated), ", ".join(duplicated)))
-    if mismatched:
-        failures.append("%d stored with other bytes or server_id: %s" % (len(mismatched), ", ".join(mismatched)))
+    report = judge(probes, workers, found)
+    failures = problems(report)
+    receiving = sum(1 for count in report["spread"].values() if count)
     if receiving < params["min_workers"]:
         failures.append("only %d workers received probes, expected at least %d" % (receiving, params["min_workers"]))
+    removed, remove_failures = remove(params, workers, found, run)
     failures.extend(remove_failures)
+    copy_site = {}
+    if copy_workers:
+        copies_found, copy_errors = collect(params, copy_workers, probes, run)
+        errors.update(copy_errors)
+        copy_site = judge(probes, copy_workers, copies_found)
+        copy_site["removed"], copy_remove_failures = remove(params, copy_workers, copies_found, run)
+        failures.extend("at the copy site: %s" % failure for failure in problems(copy_site) + copy_remove_failures)
+    result = dict(report, changed=any(removed.values()) or any(copy_site.get("removed", {}).values()), removed=removed,
+                  run=run, sent=len(probes), copy_site=copy_site, api_errors=sorted(errors.values()))
     if failures:
         if errors:
             failures.append("API errors: " + "; ".join(sorted(errors.values())))
@@ -296,13 +354,14 @@ def main():
             min_workers=dict(type="int", default=1),
             starttls=dict(type="bool", default=True),
             remove_probes=dict(type="bool", default=False),
+            copy_workers=dict(type="list", elements="dict", default=[], options=worker_options()),
             **archive_api_argument_spec()
         ),
         supports_check_mode=True,
     )
     if module.check_mode:
         module.exit_json(changed=False, run="", sent=0, probes=[], spread={}, latency={}, lost=[], duplicated=[],
-                         mismatched=[], api_errors=[], removed={})
+                         mismatched=[], api_errors=[], removed={}, copy_site={})
     run_check(module)
 
 

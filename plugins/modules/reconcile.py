@@ -103,6 +103,18 @@ options:
     description: Seconds to wait for the re-sent messages to be archived.
     type: float
     default: 120
+  expect:
+    description:
+      - The sha256 digests of messages that must be archived at both sites, such as mail just sent through the gateways
+        to prove that reconcile sees it. The module waits up to O(expect_timeout) for them (from O(since) on), then
+        compares as usual; it fails naming the digests a site still lacks.
+    type: list
+    elements: str
+    default: []
+  expect_timeout:
+    description: Seconds to wait for the messages in O(expect).
+    type: float
+    default: 120
   starttls:
     description: Use STARTTLS when the gateway offers it.
     type: bool
@@ -164,6 +176,11 @@ resent:
   returned: always
   type: dict
   sample: {"primary": [], "dr": ["9f86d0..."]}
+expected:
+  description: Per site, how many of the messages in O(expect) it holds.
+  returned: always
+  type: dict
+  sample: {"primary": 75, "dr": 75}
 repaired:
   description: Per site, the sha256 of re-sent messages that the site has archived since.
   returned: always
@@ -257,6 +274,17 @@ def wait_for(sites, resent, timeout):
         time.sleep(1)
 
 
+def wait_for_expected(sites, expect, since, timeout):
+    """Poll both sites until each expected sha256 is archived at both; return what each still lacks."""
+    deadline = time.time() + timeout
+    while True:
+        now = int(time.time()) + 1
+        absent = dict((site.name, sorted(set(expect) - set(site.messages(since, now, False)))) for site in sites)
+        if not any(absent.values()) or time.time() > deadline:
+            return absent
+        time.sleep(2)
+
+
 def main():
     worker = dict(name=dict(type="str", required=True), url=dict(type="str", required=True),
                   token=dict(type="str", required=True, no_log=True), server_id=dict(type="int"))
@@ -275,6 +303,8 @@ def main():
             exclude_probes=dict(type="bool", default=True),
             resend=dict(type="bool", default=False),
             resend_timeout=dict(type="float", default=120),
+            expect=dict(type="list", elements="str", default=[]),
+            expect_timeout=dict(type="float", default=120),
             starttls=dict(type="bool", default=True),
             api_timeout=dict(type="float", default=10),
         ),
@@ -288,14 +318,24 @@ def main():
     since, until = absolute(params["since"], now), absolute(params["until"], now)
     if since >= until:
         module.fail_json(msg="since (%d) must be before until (%d)" % (since, until))
+    malformed = [sha for sha in params["expect"] if len(sha) != 64 or sha.strip("0123456789abcdef")]
+    if malformed:
+        module.fail_json(msg="expect: expected sha256 digests (64 lowercase hex digits), found %s" % ", ".join(malformed[:3]))
     sites = [Site(spec, params["api_timeout"]) for spec in params["sites"]]
     try:
+        absent = wait_for_expected(sites, params["expect"], since, params["expect_timeout"]) if params["expect"] else {}
         missing, counts, narrow = compare(sites, since, until, params["slack"], params["exclude_probes"])
     except ArchiveApiError as exc:
         module.fail_json(msg="reconcile: %s" % exc)
     result = dict(changed=False, window={"since": since, "until": until}, counts=counts, missing=missing,
                   in_sync=not any(missing.values()), resent=dict((s.name, []) for s in sites),
-                  repaired=dict((s.name, []) for s in sites))
+                  repaired=dict((s.name, []) for s in sites),
+                  expected=dict((s.name, len(params["expect"]) - len(absent.get(s.name, []))) for s in sites))
+    if any(absent.values()):
+        module.fail_json(msg="reconcile: of %d expected messages, not archived within %g s: %s" % (
+            len(params["expect"]), params["expect_timeout"],
+            "; ".join("%d at %s (%s)" % (len(shas), name, ", ".join(sha[:12] for sha in shas[:5]))
+                      for name, shas in sorted(absent.items()) if shas)), **result)
     if not params["resend"] or module.check_mode or result["in_sync"]:
         module.exit_json(**result)
     try:

@@ -19,21 +19,24 @@ DEBIAN_PYTHON = "/usr/bin/python3"  # the store runs on Debian's python3 and pac
 
 
 class SpoolDelivery:
-    """Write each message into a Maildir the way postfix's virtual(8) does."""
+    """Write each message into Maildirs the way postfix's virtual(8) does: the site's own, and a copy site's."""
 
-    def __init__(self, spool):
-        self.spool = spool
+    def __init__(self, spools):
+        self.spools = spools
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's naming)
         name = f"{time.time_ns()}.V1I{secrets.token_hex(4)}M1.gateway"
         head = f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {envelope.rcpt_tos[0]}\r\n".encode()
-        (self.spool / "tmp" / name).write_bytes((head + envelope.original_content).replace(b"\r\n", b"\n"))
-        os.rename(self.spool / "tmp" / name, self.spool / "new" / name)
+        for spool in self.spools:
+            (spool / "tmp" / name).write_bytes((head + envelope.original_content).replace(b"\r\n", b"\n"))
+            os.rename(spool / "tmp" / name, spool / "new" / name)
         return "250 OK"
 
 
 class StoreSite:
-    def __init__(self, base, name, server_id):
+    """A store with its API and an SMTP gateway; with ``copy_to``, the gateway copies every message to that site."""
+
+    def __init__(self, base, name, server_id, copy_to=None):
         self.name, self.base, self.server_id = name, base, server_id
         self.spool = base / "spool"
         for sub in ("tmp", "new", "cur"):
@@ -52,7 +55,7 @@ class StoreSite:
         self.service = Service([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(base / "store.conf"), "serve"],
                                base / "serve.log", env=store_environment())
         self.smtp_port = free_tcp_port()
-        self.gateway = Controller(SpoolDelivery(self.spool), hostname="127.0.0.1", port=self.smtp_port)
+        self.gateway = Controller(SpoolDelivery([self.spool] + ([copy_to.spool] if copy_to else [])), hostname="127.0.0.1", port=self.smtp_port)
         self.gateway.start()
         self.service.ready(lambda: answers_http(f"http://127.0.0.1:{self.port}/health"), f"{name}'s store API")
 
@@ -67,6 +70,10 @@ class StoreSite:
 
     def count(self):
         return int(self.cli("stats").stdout.decode().split('"messages": ')[1].split(",")[0])
+
+    def workers(self):
+        return [{"name": f"{self.name}-worker", "url": f"http://127.0.0.1:{self.port}", "server_id": self.server_id,
+                 "token": self.token}]
 
     def spec(self, **over):
         spec = {"name": self.name, "gateway": "127.0.0.1", "port": self.smtp_port,

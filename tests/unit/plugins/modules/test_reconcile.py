@@ -92,3 +92,30 @@ def test_an_unreachable_worker_fails_with_one_line_naming_it(sites, module):
     assert result["failed"] is True
     assert result["msg"].startswith("reconcile: dr-worker9: GET http://127.0.0.1:")
     assert "\n" not in result["msg"]
+
+
+def test_expected_messages_are_waited_for_and_a_site_lacking_one_fails_naming_it(sites, module):
+    primary, dr = sites
+    both = [message("expect", n) for n in range(3)]
+    late = message("expect-late", 0)
+    for raw in both + [late]:
+        primary.deliver(raw)
+    for raw in both:
+        dr.deliver(raw)
+    digests = [hashlib.sha256(raw).hexdigest() for raw in both]
+    args = {"sites": [primary.spec(), dr.spec()], "since": -600, "until": 0, "expect": digests, "expect_timeout": 20}
+    result = module("reconcile", args)
+    assert not result.get("failed"), result.get("msg")
+    assert result["expected"] == {"primary": 3, "dr": 3}
+    late_digest = hashlib.sha256(late).hexdigest()
+    result = module("reconcile", dict(args, expect=digests + [late_digest], expect_timeout=3))
+    assert result["failed"] is True
+    assert result["msg"] == f"reconcile: of 4 expected messages, not archived within 3 s: 1 at dr ({late_digest[:12]})"
+    assert result["expected"] == {"primary": 4, "dr": 3}
+
+
+def test_expect_refuses_what_is_not_a_digest(sites, module):
+    primary, dr = sites
+    result = module("reconcile", {"sites": [primary.spec(), dr.spec()], "expect": ["<a@b>"]})
+    assert result["failed"] is True
+    assert result["msg"] == "expect: expected sha256 digests (64 lowercase hex digits), found <a@b>"

@@ -28,7 +28,7 @@ def dns_rrsets(records, zone, mx_ttl, default_ttl):
     """Group dns_extra_records into RRsets: [{name: '<name>.<zone>.', type, ttl, values}].
 
     Names, and MX hosts, are relative to the zone. One RRset has one TTL (RFC 2181 5.2):
-    records of one name and type with different TTLs are refused.
+    records of one name and type with different TTLs are refused. Address RRsets come first.
     """
     rrsets = {}
     for record in records:
@@ -45,7 +45,8 @@ def dns_rrsets(records, zone, mx_ttl, default_ttl):
                                      % (rrset["name"], rtype, rrset["ttl"], ttl))
         if value not in rrset["values"]:
             rrset["values"].append(value)
-    return list(rrsets.values())
+    # A before MX: a server that checks integrity refuses an MX whose in-zone target has no address yet.
+    return sorted(rrsets.values(), key=lambda rrset: rrset["type"] == "MX")
 
 
 def python_modules(packages, src_dir):

@@ -16,11 +16,11 @@ def rrsets(records):
     return (not result.get("failed"), result["msg"])
 
 
-def test_records_of_one_name_and_type_form_one_rrset_with_absolute_names():
+def test_records_of_one_name_and_type_form_one_rrset_with_absolute_names_addresses_first():
     ok, value = rrsets([
+        {"name": "dr-archive-gw", "type": "MX", "value": "10 dr-archive-gw"},
         {"name": "dr-archive-gw", "type": "A", "value": "198.18.0.10"},
         {"name": "dr-archive-gw", "type": "A", "value": "198.18.0.11"},
-        {"name": "dr-archive-gw", "type": "MX", "value": "10 dr-archive-gw"},
         {"name": "dr-archive-gw", "type": "A", "value": "198.18.0.10"},
     ])
     assert ok, value

@@ -49,7 +49,8 @@ def playbook(path, *args):
     return subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(ROOT / path), *args],
         capture_output=True, text=True, cwd=ROOT, check=False,
-        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{ROOT}/.collections", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+                 ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"))
 
 
 def rendered(runner, host, names):

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Send the shared corpus's real-world emails through a site's gateways, as a journaling mail server would.
 
-    send_corpus.py --recipient archive@archive-gw.example.com --corpus ../shared/corpus/mime-samples 198.18.10.10 ...
+    python3 lab/send_corpus.py --recipient archive@archive-gw.example.com --corpus ../shared/corpus/mime-samples 198.18.10.10 ...
 
 Each file goes, in its wire form (CRLF lines), to one gateway in turn, over
 STARTTLS. Files with a line longer than SMTP's 998 octets are left out: a

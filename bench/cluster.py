@@ -73,7 +73,7 @@ def main():
 
     before = {w: stored(w) for w in WORKERS}
     started = time.time()
-    one_ack = load(f"{WORKERS['worker0']}:25", "archive@archive.example.com", args, source=DIRECT_SOURCE)
+    one_ack = load(f"{WORKERS['worker0']['address']}:25", "archive@archive.example.com", args, source=DIRECT_SOURCE)
     one_done = until_stored(["worker0"], {"worker0": before["worker0"]}, n, started)
 
     before = {w: stored(w) for w in WORKERS}

@@ -30,12 +30,14 @@ def _ansible(inventory, pattern, module, args, become=False):
 
 
 def workers(inventory="inventories/lab"):
-    """{name: contract} in name order; each contract also has ``token`` and ``container``."""
+    """{name: contract} in name order; each contract also has ``token``, ``address`` (SMTP) and ``container``."""
     facts = _ansible(inventory, "workers", "ansible.builtin.setup", "filter=ansible_local")
     contracts = {h: r["ansible_facts"]["ansible_local"]["archive_worker"] for h, r in sorted(facts.items())}
     tokens = _ansible(inventory, "workers", "ansible.builtin.slurp", f"src={next(iter(contracts.values()))['token_file']}",
                       become=True)
+    addresses = _ansible(inventory, "workers", "ansible.builtin.debug", "var=mailarchive_ip")
     for name, contract in contracts.items():
         contract["token"] = base64.b64decode(tokens[name]["content"]).decode().strip()
+        contract["address"] = addresses[name]["mailarchive_ip"]
         contract["container"] = PREFIX + name
     return contracts

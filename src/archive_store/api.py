@@ -1,58 +1,94 @@
-"""Read-only HTTP API for the cluster, with bearer-token auth.
+"""The workers' HTTPS API: one credential per client, with scopes (access.py), every read logged.
 
-    GET /health                       no auth; {"status": "ok"}
-    GET /api/v1/stats                 counts, bytes, spool backlog, license
-    GET /api/v1/search?q=...&limit=   metadata of matching messages, newest first
-    GET /api/v1/messages/<id>         metadata, with the raw bytes as base64 if ?raw=1
-    GET /api/v1/messages/<id>/raw     the raw bytes (message/rfc822)
-    GET /api/v1/list?since=&until=&after=&limit=
-                                      id, sha256, Message-ID and arrival time of the
-                                      messages archived in [since, until), by id
-    POST /api/v1/probes/<run>/purge   remove delivery_check's probes of one run
-                                      (see retention.purge_probes); the only write
+    GET  /api/v1/stats                 read     counts, bytes, spool backlog, license
+    GET  /api/v1/search?q=...&limit=   read     metadata of matching messages, newest first
+    GET  /api/v1/messages/<id>         read     metadata, with the raw bytes as base64 if ?raw=1
+    GET  /api/v1/messages/<id>/raw     read     the raw bytes (message/rfc822)
+    GET  /api/v1/list?since=&until=&after=&limit=
+                                       read     id, sha256, Message-ID and arrival time of the
+                                                messages archived in [since, until), by id
+    POST /api/v1/probes/<run>/purge    probes   remove delivery_check's probes of one run
+                                                (see retention.purge_probes)
+    GET  /api/v1/holds                 holds    the legal holds
+    POST /api/v1/holds                 holds    {"address", "reason"}: add a hold
+    POST /api/v1/holds/remove          holds    {"address", "reason"}: remove a hold
+
+The API speaks TLS only (the site CA's certificate for this worker).
+``GET /health`` answers, without credentials, on the plain-HTTP health
+listener, which binds a loopback address only (config.health_listen).
 """
 
 import base64
-import hmac
 import json
 import logging
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from archive_store import __version__, retention
+from archive_store import __version__, access, retention
 from archive_store.errors import StoreError
 from archive_store.store import Store
 
 log = logging.getLogger("archive_store.api")
 MAX_LIMIT = 1000
+MAX_BODY = 64 * 1024
+HANDSHAKE_TIMEOUT = 30
 
 
-def read_token(path: Path) -> str:
+def tls_context(cert_file, key_file) -> ssl.SSLContext:
+    """The server's TLS settings: TLS 1.2 or later, this worker's certificate (and the CA chain after it)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        token = Path(path).read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise StoreError(f"API token file {path}: expected it to exist, found nothing") from None
-    if len(token) < 16:
-        raise StoreError(f"API token file {path}: expected at least 16 characters, found {len(token)}")
-    return token
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except FileNotFoundError as exc:
+        raise StoreError(f"API certificate: expected {exc.filename or cert_file} to exist, found nothing") from None
+    except ssl.SSLError as exc:
+        raise StoreError(f"API certificate {cert_file} with key {key_file}: {exc.reason or exc}") from None
+    return context
 
 
 class ApiServer(ThreadingHTTPServer):
+    """HTTPS; the handshake runs in the request's thread, so a slow client holds up nobody."""
+
     daemon_threads = True
 
-    def __init__(self, address, store: Store, token: str, status: Callable[[], dict]) -> None:
+    def __init__(self, address, store: Store, clients, status: Callable[[], dict], context: ssl.SSLContext,
+                 access_log: access.AccessLog) -> None:
         super().__init__(address, Handler)
         self.store = store
-        self.token = token.encode("ascii")
+        self.clients = clients
         self.status = status
+        self.context = context
+        self.access_log = access_log
         self.lock = threading.Lock()
 
+    def get_request(self):
+        sock, address = super().get_request()
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
-class Handler(BaseHTTPRequestHandler):
-    server: ApiServer
+    def finish_request(self, request, client_address):
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", client_address[0], getattr(exc, "reason", None) or exc)
+            return
+        super().finish_request(request, client_address)
+
+
+class HealthServer(ThreadingHTTPServer):
+    """Plain HTTP on loopback: GET /health and nothing else, for the role's readiness wait."""
+
+    daemon_threads = True
+
+    def __init__(self, address) -> None:
+        super().__init__(address, HealthHandler)
+
+
+class _Base(BaseHTTPRequestHandler):
     server_version = f"archive-store/{__version__}"
 
     def log_message(self, fmt, *args):  # route access logs through logging
@@ -70,44 +106,104 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, obj) -> None:
         self._send(code, json.dumps(obj, sort_keys=True).encode("utf-8"))
 
-    def _authorized(self) -> bool:
-        header = self.headers.get("Authorization", "")
-        scheme, token = header.partition(" ")[::2]
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("ascii", "replace"), self.server.token)
+
+class HealthHandler(_Base):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        if urlsplit(self.path).path.rstrip("/") == "/health":
+            return self._json(200, {"status": "ok"})
+        return self._json(404, {"error": "this listener serves /health only; the API speaks HTTPS"})
+
+
+class Handler(_Base):
+    server: ApiServer
+    timeout = HANDSHAKE_TIMEOUT
+
+    def _client(self, scope: str):
+        """The authenticated client holding ``scope``; otherwise answer 401 or 403 and return None."""
+        client = access.authenticate(self.server.clients, self.headers.get("Authorization", ""))
+        if client is None:
+            self._json(401, {"error": "missing or wrong bearer token"})
+            return None
+        if scope not in client.scopes:
+            log.warning("client %s from %s lacks scope %s for %s", client.name, self.client_address[0], scope, self.path)
+            self._json(403, {"error": f"client {client.name} lacks the scope {scope!r} that {urlsplit(self.path).path} needs"})
+            return None
+        return client
+
+    def _read_body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise StoreError(f"request body: expected at most {MAX_BODY} bytes, found {length}")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            raise StoreError("request body: expected a JSON object, found something else") from None
+        if not isinstance(body, dict):
+            raise StoreError("request body: expected a JSON object, found something else")
+        return body
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         url = urlsplit(self.path)
-        query = parse_qs(url.query)
         parts = [p for p in url.path.split("/") if p]
-        if parts == ["health"]:
-            return self._json(200, {"status": "ok"})
-        if not self._authorized():
-            return self._json(401, {"error": "missing or wrong bearer token"})
+        client = self._client("holds" if parts == ["api", "v1", "holds"] else "read")
+        if client is None:
+            return None
         try:
             with self.server.lock:
-                return self._route(parts, query)
+                return self._route(client, parts, parse_qs(url.query))
         except (StoreError, ValueError) as exc:
             return self._json(400, {"error": str(exc)})
 
     def do_POST(self):  # noqa: N802
         parts = [p for p in urlsplit(self.path).path.split("/") if p]
-        if not self._authorized():
-            return self._json(401, {"error": "missing or wrong bearer token"})
-        if len(parts) != 5 or parts[:3] != ["api", "v1", "probes"] or parts[4] != "purge":
-            return self._json(404, {"error": f"no such endpoint {self.path}"})
+        if len(parts) == 5 and parts[:3] == ["api", "v1", "probes"] and parts[4] == "purge":
+            return self._purge_probes(parts[3])
+        if parts in (["api", "v1", "holds"], ["api", "v1", "holds", "remove"]):
+            return self._change_hold(remove=len(parts) == 4)
+        return self._json(404, {"error": f"no such endpoint {self.path}"})
+
+    def _writer(self, change):
+        """Run ``change(store)`` on a writable store under the API's lock."""
+        with self.server.lock:
+            writer = Store(self.server.store.config, recover=False)
+            try:
+                return change(writer)
+            finally:
+                writer.close()
+
+    def _purge_probes(self, run):
+        client = self._client("probes")
+        if client is None:
+            return None
         try:
-            with self.server.lock:
-                writer = Store(self.server.store.config, recover=False)
-                try:
-                    removed = retention.purge_probes(writer, parts[3])
-                finally:
-                    writer.close()
+            removed = self._writer(lambda writer: retention.purge_probes(writer, run))
         except StoreError as exc:
             return self._json(400, {"error": str(exc)})
-        log.info("purged %d delivery-check probes of run %s for %s", len(removed), parts[3], self.address_string())
+        log.info("purged %d delivery-check probes of run %s for %s at %s", len(removed), run, client.name,
+                 self.client_address[0])
         return self._json(200, {"server_id": self.server.store.config.server_id, "purged": removed})
 
-    def _route(self, parts, query):
+    def _change_hold(self, remove):
+        client = self._client("holds")
+        if client is None:
+            return None
+        config = self.server.store.config
+        try:
+            body = self._read_body()
+            address, reason = str(body.get("address", "")), str(body.get("reason", "")).strip()
+            if not reason:
+                raise StoreError("hold: expected a reason, found nothing")
+            holds = retention.Holds(config.holds_file, config.audit_log)
+            with self.server.lock:
+                (holds.remove if remove else holds.add)(address, reason, client=client.name, client_address=self.client_address[0])
+        except StoreError as exc:
+            return self._json(400, {"error": str(exc)})
+        return self._json(200, {"server_id": config.server_id, "holds": holds.load()})
+
+    def _logged(self, client, endpoint, **what):
+        self.server.access_log.write(client, self.client_address[0], endpoint, **what)
+
+    def _route(self, client, parts, query):
         store = self.server.store
         if parts == ["api", "v1", "stats"]:
             stats = store.index.stats()
@@ -115,26 +211,39 @@ class Handler(BaseHTTPRequestHandler):
             stats["server_id"] = store.config.server_id
             stats["version"] = __version__
             return self._json(200, stats)
+        if parts == ["api", "v1", "holds"]:
+            holds = retention.Holds(store.config.holds_file, store.config.audit_log).load()
+            return self._json(200, {"server_id": store.config.server_id, "holds": holds})
         if parts == ["api", "v1", "search"]:
             limit = min(int(query.get("limit", ["50"])[0]), MAX_LIMIT)
             offset = int(query.get("offset", ["0"])[0])
-            results = store.index.search(query.get("q", [""])[0], limit=limit, offset=offset)
+            text = query.get("q", [""])[0]
+            results = store.index.search(text, limit=limit, offset=offset)
+            self._logged(client, f"search q={text!r} offset={offset}", ids=[r["id"] for r in results])
             return self._json(200, {"server_id": store.config.server_id, "results": results})
         if parts == ["api", "v1", "list"]:
-            rows = store.index.listing(since=int(query.get("since", ["0"])[0]),
-                                       until=int(query.get("until", [str(2 ** 62)])[0]),
-                                       after=query.get("after", [""])[0],
+            since, until = int(query.get("since", ["0"])[0]), int(query.get("until", [str(2 ** 62)])[0])
+            rows = store.index.listing(since=since, until=until, after=query.get("after", [""])[0],
                                        limit=min(int(query.get("limit", ["1000"])[0]), 10 * MAX_LIMIT))
+            self._logged(client, f"list since={since} until={until}", count=len(rows))
             return self._json(200, {"server_id": store.config.server_id, "results": rows})
         if len(parts) in (4, 5) and parts[:3] == ["api", "v1", "messages"]:
-            archive_id = parts[3]
-            row = store.index.get(archive_id)
-            if row is None:
-                return self._json(404, {"error": f"no message with id {archive_id}"})
-            if len(parts) == 5 and parts[4] == "raw":
-                return self._send(200, store.get_raw(archive_id), "message/rfc822")
-            row["transit"] = store.index.transit(archive_id)
-            if query.get("raw", ["0"])[0] == "1":
-                row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
-            return self._json(200, row)
+            return self._message(client, parts, query)
         return self._json(404, {"error": f"no such endpoint {self.path}"})
+
+    def _message(self, client, parts, query):
+        store = self.server.store
+        archive_id = parts[3]
+        row = store.index.get(archive_id)
+        if row is None:
+            return self._json(404, {"error": f"no message with id {archive_id}"})
+        if len(parts) == 5 and parts[4] == "raw":
+            raw = store.get_raw(archive_id)
+            self._logged(client, "get raw", ids=[archive_id])
+            return self._send(200, raw, "message/rfc822")
+        row["transit"] = store.index.transit(archive_id)
+        with_raw = query.get("raw", ["0"])[0] == "1"
+        if with_raw:
+            row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
+        self._logged(client, "get raw" if with_raw else "get metadata", ids=[archive_id])
+        return self._json(200, row)

@@ -26,7 +26,8 @@ def _store(args, readonly=False):
 
 
 def cmd_serve(args) -> int:
-    from archive_store.api import ApiServer, read_token
+    from archive_store import access
+    from archive_store.api import ApiServer, HealthServer, tls_context
     from archive_store.service import Ingestor
 
     conf = configuration.load(args.config)
@@ -34,12 +35,26 @@ def cmd_serve(args) -> int:
     ingestor = Ingestor(conf, store)
     ingestor.check_license(force=True)
     api_store = _store(args, readonly=True)
-    server = ApiServer(conf.api_address(), api_store, read_token(conf.api_token_file), ingestor.status)
+    server = ApiServer(conf.api_address(), api_store, access.load_clients(conf.api_clients_file), ingestor.status,
+                       tls_context(conf.api_cert_file, conf.api_key_file), access.AccessLog(conf.api_access_log))
+    health = HealthServer(conf.health_address()) if conf.health_listen else None
+    if health:
+        threading.Thread(target=health.serve_forever, name="health", daemon=True).start()
     stop = threading.Event()
 
     def shutdown(signum, frame):
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
+
+    def reload(signum, frame):
+        """SIGHUP (systemctl reload): read the clients file and the certificate again; a fault keeps the old ones."""
+        try:
+            server.clients = access.load_clients(conf.api_clients_file)
+            server.context = tls_context(conf.api_cert_file, conf.api_key_file)
+        except StoreError as exc:
+            log.error("reload refused, the API keeps its clients and certificate: %s", exc)
+            return
+        log.info("reloaded %d API clients and the certificate", len(server.clients))
 
     policy = None
     if conf.policy_listen:
@@ -50,6 +65,7 @@ def cmd_serve(args) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGHUP, reload)
     worker = threading.Thread(target=ingestor.run, args=(stop,), name="ingest")
     worker.start()
     log.info("archive-store %s serving: server_id=%d spool=%s api=%s", __version__, conf.server_id, conf.spool_dir, conf.api_listen)
@@ -57,6 +73,8 @@ def cmd_serve(args) -> int:
     stop.set()
     if policy:
         policy.shutdown()
+    if health:
+        health.shutdown()
     worker.join()
     return 0
 

@@ -15,14 +15,19 @@
     min_free_mb = 512
 
     [api]
-    listen = 127.0.0.1:8025
-    token_file = /etc/archive-store/api.token
+    listen = 198.18.10.20:8025              (HTTPS only)
+    cert_file = /etc/archive-store/api.crt  (this worker's certificate, the CA's chain after it)
+    key_file = /etc/archive-store/api.key
+    clients_file = /etc/archive-store/api.clients   (see access.py)
+    access_log = /var/log/archive-store/access.log
+    health_listen = 127.0.0.1:8026          (plain HTTP, GET /health only, loopback only)
 
     [policy]
     listen = 127.0.0.1:10040
 """
 
 import configparser
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -47,7 +52,11 @@ class Config:
     index_body_bytes: int = 262144
     min_free_mb: int = 512
     api_listen: str = "127.0.0.1:8025"
-    api_token_file: Path = Path("/etc/archive-store/api.token")
+    api_cert_file: Path = Path("/etc/archive-store/api.crt")
+    api_key_file: Path = Path("/etc/archive-store/api.key")
+    api_clients_file: Path = Path("/etc/archive-store/api.clients")
+    api_access_log: Path = Path("/var/log/archive-store/access.log")
+    health_listen: str = "127.0.0.1:8026"
     policy_listen: str = ""
 
     @property
@@ -73,15 +82,31 @@ class Config:
     def api_address(self) -> tuple:
         return _address(self.api_listen, "api")
 
+    def health_address(self) -> tuple:
+        return _address(self.health_listen, "api", "health_listen")
+
     def policy_address(self) -> tuple:
         return _address(self.policy_listen, "policy")
 
 
-def _address(listen: str, section: str) -> tuple:
+def _address(listen: str, section: str, key: str = "listen") -> tuple:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise StoreError(f"store.conf [{section}] listen: expected host:port, found {listen!r}")
+        raise StoreError(f"store.conf [{section}] {key}: expected host:port, found {listen!r}")
     return host.strip("[]"), int(port)
+
+
+def _loopback(listen: str, path) -> str:
+    """health_listen serves plain HTTP, so only on a loopback address (or empty: no health listener)."""
+    if not listen:
+        return listen
+    try:
+        loopback = ipaddress.ip_address(_address(listen, "api", "health_listen")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise StoreError(f"{path}: [api] health_listen: expected a loopback address (plain HTTP), found {listen!r}")
+    return listen
 
 
 def _int(section, key, default=None, low=None, high=None, path=""):
@@ -134,5 +159,9 @@ def load(path=None) -> Config:
         min_free_mb=_int(store, "min_free_mb", 512, low=0, high=1 << 30, path=path),
         api_listen=api.get("listen", "127.0.0.1:8025"),
         policy_listen=policy.get("listen", ""),
-        api_token_file=Path(api.get("token_file", "/etc/archive-store/api.token")),
+        api_cert_file=Path(api.get("cert_file", "/etc/archive-store/api.crt")),
+        api_key_file=Path(api.get("key_file", "/etc/archive-store/api.key")),
+        api_clients_file=Path(api.get("clients_file", "/etc/archive-store/api.clients")),
+        api_access_log=Path(api.get("access_log", "/var/log/archive-store/access.log")),
+        health_listen=_loopback(api.get("health_listen", "127.0.0.1:8026"), path),
     )

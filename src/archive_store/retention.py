@@ -49,23 +49,23 @@ class Holds:
         except ValueError:
             raise StoreError(f"holds file {self.path}: expected JSON, found something else") from None
 
-    def add(self, address: str, reason: str) -> None:
+    def add(self, address: str, reason: str, **detail) -> None:
         address = address.strip().lower()
         if "@" not in address:
             raise StoreError(f"hold: expected an email address, found {address!r}")
         holds = self.load()
         holds[address] = {"reason": reason, "created": int(time.time())}
         _atomic_write(self.path, json.dumps(holds, indent=1, sort_keys=True))
-        audit(self.audit_log, "hold-add", address=address, reason=reason)
+        audit(self.audit_log, "hold-add", address=address, reason=reason, **detail)
 
-    def remove(self, address: str, reason: str) -> None:
+    def remove(self, address: str, reason: str, **detail) -> None:
         address = address.strip().lower()
         holds = self.load()
         if address not in holds:
             raise StoreError(f"hold: expected an existing hold, found none for {address}")
         del holds[address]
         _atomic_write(self.path, json.dumps(holds, indent=1, sort_keys=True))
-        audit(self.audit_log, "hold-remove", address=address, reason=reason)
+        audit(self.audit_log, "hold-remove", address=address, reason=reason, **detail)
 
     def held(self, row: dict) -> str:
         """The held address this message involves, or ''."""

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from archive_store import config as configuration, crypto
+from archive_store.access import token_hash
 from helpers import CORPUS as SHARED_CORPUS, Service, accepts_tcp, answers_http, free_tcp_port, store_environment
+from pki import CA
 
 CORPUS = SHARED_CORPUS / "mime-samples"
 
@@ -38,19 +41,28 @@ class StoreEnv:
         self.conf_path = base / "store.conf"
         self.license_path = base / "license"
         self.spool = base / "spool" / "Maildir"
-        self.token = secrets.token_hex(16)
+        # The API's clients: "admin" with every scope but import, "reader" with read only.
+        self.token = secrets.token_hex(32)
+        self.read_token = secrets.token_hex(32)
         self.port = 0
+        self.health_port = 0
         self.policy_port = 0
         self.server_id = server_id
         self.services = []
         for sub in ("tmp", "new", "cur"):
             (self.spool / sub).mkdir(parents=True, exist_ok=True)
-        (base / "api.token").write_text(self.token + "\n")
+        self.clients_path = base / "api.clients"
+        self.clients_path.write_text(f"admin {token_hash(self.token)} read,probes,holds\n"
+                                     f"reader {token_hash(self.read_token)} read\n")
+        self.ca = CA(base / "pki")
+        self.cert_file, self.key_file = self.ca.issue("worker0")
+        self.access_log = base / "access.log"
         self.license_path.write_text(license_line(server_id) + "\n")
         self.write_conf()
         crypto.generate(base / "store.key")
 
-    def write_conf(self, **extra) -> None:
+    def write_conf(self, api=None, **extra) -> None:
+        """store.conf with ``extra`` in [store] and ``api`` (a dict) in [api]."""
         store = {
             "server_id": self.server_id,
             "hostname": HOSTNAME,
@@ -63,7 +75,10 @@ class StoreEnv:
         }
         store.update(extra)
         lines = ["[store]"] + [f"{k} = {v}" for k, v in store.items()]
-        lines += ["[api]", f"listen = 127.0.0.1:{self.port}", f"token_file = {self.base / 'api.token'}"]
+        api = dict({"listen": f"127.0.0.1:{self.port}", "clients_file": self.clients_path, "cert_file": self.cert_file,
+                    "key_file": self.key_file, "access_log": self.access_log,
+                    "health_listen": f"127.0.0.1:{self.health_port}"}, **(api or {}))
+        lines += ["[api]"] + [f"{k} = {v}" for k, v in api.items()]
         if self.policy_port:
             lines += ["[policy]", f"listen = 127.0.0.1:{self.policy_port}"]
         self.conf_path.write_text("\n".join(lines) + "\n")
@@ -88,6 +103,7 @@ class StoreEnv:
     def serve(self, policy: bool = False, **conf) -> Service:
         """Start ``serve`` on free ports and return once its API (and policy service) answers."""
         self.port = free_tcp_port()
+        self.health_port = free_tcp_port()
         self.policy_port = free_tcp_port() if policy else 0
         self.write_conf(**conf)
         service = Service([sys.executable, "-m", "archive_store", "-c", str(self.conf_path), "serve"],
@@ -95,9 +111,17 @@ class StoreEnv:
         self.services.append(service)
 
         def up():
-            return answers_http(f"http://127.0.0.1:{self.port}/health") and (
+            return answers_http(f"http://127.0.0.1:{self.health_port}/health") and accepts_tcp("127.0.0.1", self.port) and (
                 not policy or accepts_tcp("127.0.0.1", self.policy_port))
         return service.ready(up, "the store's API" + (" and policy service" if policy else ""))
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def tls(self):
+        """A client context that trusts this store's CA (and nothing else)."""
+        return ssl.create_default_context(cafile=str(self.ca.cert_file))
 
     def stop(self) -> None:
         for service in self.services:

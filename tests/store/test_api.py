@@ -1,26 +1,42 @@
-"""The HTTP API of a real `serve` process: auth, stats, search, fetch."""
+"""The HTTPS API of a real `serve` process: TLS, credentials and scopes, stats, search, fetch, the access log."""
 
 import base64
 import hashlib
+import http.client
 import json
+import signal
+import ssl
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from helpers import wait_until
+from pki import CA
+
+
+# Each served store's TLS client context (trusting its own test CA), by its base URL.
+_CONTEXTS = {}
+
 
 @pytest.fixture
 def served(env):
     env.serve()
-    return env, f"http://127.0.0.1:{env.port}"
+    _CONTEXTS[env.url] = env.tls()
+    yield env, env.url
+    del _CONTEXTS[env.url]
+
+
+def _context(url):
+    return next(context for base, context in _CONTEXTS.items() if url.startswith(base))
 
 
 def _get(url, token=None):
     req = urllib.request.Request(url)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=5) as resp:
+    with urllib.request.urlopen(req, timeout=5, context=_context(url)) as resp:
         return resp.status, resp.read()
 
 
@@ -60,10 +76,10 @@ def test_served_store_ingests_and_answers_search_and_fetch(served):
     assert err.value.code == 404
 
 
-def _post(url, token):
-    req = urllib.request.Request(url, data=b"", method="POST")
+def _post(url, token, body=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else b"", method="POST")
     req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=5) as resp:
+    with urllib.request.urlopen(req, timeout=5, context=_context(url)) as resp:
         return resp.status, json.loads(resp.read())
 
 
@@ -129,3 +145,104 @@ def test_listing_pages_through_a_time_window_by_id(served):
     assert [r["id"] for r in page] == sorted(r["id"] for r in page)
     future = json.loads(_get(base + f"/api/v1/list?since={now + 60}", env.token)[1])["results"]
     assert future == []
+
+
+def test_plain_http_to_the_api_is_refused(served):
+    env, base = served
+    plain = f"http://127.0.0.1:{env.port}/api/v1/stats"
+    req = urllib.request.Request(plain, headers={"Authorization": f"Bearer {env.token}"})
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+        urllib.request.urlopen(req, timeout=5).read()
+    assert "TLS handshake with 127.0.0.1 failed" in env.services[-1].log()
+
+
+def test_a_client_that_does_not_trust_the_site_ca_fails_the_handshake(served, tmp_path):
+    env, base = served
+    stranger = CA(tmp_path / "other-ca", "some other CA")
+    for context in (ssl.create_default_context(), ssl.create_default_context(cafile=str(stranger.cert_file))):
+        req = urllib.request.Request(base + "/api/v1/stats", headers={"Authorization": f"Bearer {env.token}"})
+        with pytest.raises(urllib.error.URLError) as err:
+            urllib.request.urlopen(req, timeout=5, context=context)
+        assert isinstance(err.value.reason, ssl.SSLCertVerificationError), err.value.reason
+
+
+def test_health_is_plain_http_on_loopback_and_serves_nothing_else(served):
+    env, _base = served
+    with urllib.request.urlopen(f"http://127.0.0.1:{env.health_port}/health", timeout=5) as resp:
+        assert json.loads(resp.read()) == {"status": "ok"}
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{env.health_port}/api/v1/stats",
+                                                      headers={"Authorization": f"Bearer {env.token}"}), timeout=5)
+    assert err.value.code == 404
+
+
+def test_health_listen_must_be_a_loopback_address(env):
+    env.write_conf(api={"health_listen": "0.0.0.0:8026"})
+    proc = env.cli("stats", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.decode().strip().splitlines()[-1].endswith(
+        "[api] health_listen: expected a loopback address (plain HTTP), found '0.0.0.0:8026'")
+
+
+def test_a_read_token_cannot_remove_probes_or_touch_holds_403_naming_the_scope(served):
+    env, base = served
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _post(base + "/api/v1/probes/0123abcd/purge", env.read_token)
+    assert err.value.code == 403
+    assert json.loads(err.value.read())["error"] == \
+        "client reader lacks the scope 'probes' that /api/v1/probes/0123abcd/purge needs"
+    for call in (lambda: _get(base + "/api/v1/holds", env.read_token),
+                 lambda: _post(base + "/api/v1/holds", env.read_token, {"address": "a@example.org", "reason": "x"})):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            call()
+        assert err.value.code == 403 and "'holds'" in json.loads(err.value.read())["error"]
+    assert _get(base + "/api/v1/stats", env.read_token)[0] == 200
+
+
+def test_holds_through_the_api_are_audited_with_the_client(served):
+    env, base = served
+    status, answer = _post(base + "/api/v1/holds", env.token, {"address": "Ceo@Example.org", "reason": "case 42"})
+    assert status == 200 and "ceo@example.org" in answer["holds"]
+    assert "ceo@example.org" in json.loads(_get(base + "/api/v1/holds", env.token)[1])["holds"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _post(base + "/api/v1/holds", env.token, {"address": "ceo@example.org"})
+    assert err.value.code == 400 and json.loads(err.value.read())["error"] == "hold: expected a reason, found nothing"
+    status, answer = _post(base + "/api/v1/holds/remove", env.token, {"address": "ceo@example.org", "reason": "closed"})
+    assert status == 200 and answer["holds"] == {}
+    audit = [json.loads(line) for line in env.config().audit_log.read_text().splitlines()]
+    assert [(e["action"], e["client"], e["client_address"]) for e in audit] == [
+        ("hold-add", "admin", "127.0.0.1"), ("hold-remove", "admin", "127.0.0.1")]
+
+
+def test_every_read_is_logged_with_client_address_endpoint_and_ids(served):
+    env, base = served
+    env.deliver(b"Message-ID: <audited-1@test>\r\nSubject: audited read\r\n\r\nwalrus\r\n")
+    [row] = _wait_for(base, env.read_token, "walrus", 1)
+    _get(base + f"/api/v1/messages/{row['id']}/raw", env.read_token)
+    _get(base + "/api/v1/list?since=0", env.token)
+    _get(base + "/api/v1/stats", env.token)  # counts only: not a read of mail
+    entries = [json.loads(line) for line in env.access_log.read_text().splitlines()]
+    assert {e["client"] for e in entries} == {"reader", "admin"}
+    assert all(e["address"] == "127.0.0.1" and e["action"] == "api-read" for e in entries)
+    found = [e for e in entries if e["endpoint"] == "search q='walrus' offset=0" and e["ids"]]
+    assert found and found[-1]["ids"] == [row["id"]] and found[-1]["client"] == "reader"
+    assert entries[-2] == dict(entries[-2], endpoint="get raw", ids=[row["id"]], client="reader")
+    assert entries[-1] == dict(entries[-1], endpoint="list since=0 until=4611686018427387904", count=1, client="admin")
+    assert not any("stats" in e["endpoint"] for e in entries)
+    assert oct(env.access_log.stat().st_mode & 0o777) == "0o600"
+
+
+def test_revoking_a_client_takes_effect_on_reload_and_a_broken_file_keeps_the_old_clients(served):
+    env, base = served
+    service = env.services[-1]
+    assert _get(base + "/api/v1/stats", env.read_token)[0] == 200
+    env.clients_path.write_text(env.clients_path.read_text().splitlines()[0] + "\n")  # only admin is left
+    service.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded 1 API clients" in service.log(), "the reload", log=service.log)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _get(base + "/api/v1/stats", env.read_token)
+    assert err.value.code == 401
+    env.clients_path.write_text("admin sha256:not-a-hash read\n")
+    service.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in service.log(), "the refused reload", log=service.log)
+    assert _get(base + "/api/v1/stats", env.token)[0] == 200

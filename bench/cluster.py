@@ -12,12 +12,11 @@ Prints messages/s acknowledged by the receiving postfix, messages/s archived
 and the spread over the workers.
 """
 
-import json
 import subprocess
 import time
-import urllib.request
 
 import lab
+from archive_common.client import ArchiveApi, ArchiveApiError
 from smtp_load import arguments
 
 PREFIX = "mailarchive-lab-"
@@ -33,13 +32,12 @@ def sh(container, command, check=True):
 
 
 def stored(worker):
-    request = urllib.request.Request(f"{WORKERS[worker]['api_url']}/api/v1/stats",
-                                     headers={"Authorization": f"Bearer {WORKERS[worker]['token']}"})
+    contract = WORKERS[worker]
+    api = ArchiveApi(worker, contract["api_url"], contract["token"], 10, cafile=contract["ca_file"])
     for _attempt in range(120):
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.load(response)["messages"]
-        except OSError:
+            return api.stats()["messages"]
+        except ArchiveApiError:
             time.sleep(0.25)
     raise SystemExit(f"{worker}'s store API did not answer for 30 s")
 

@@ -98,7 +98,8 @@ def start_single_store(contract):
         conf = (f"[store]\nserver_id = 9\nhostname = archive.example.com\ndata_dir = {SINGLE_DIR}/data\n"
                 f"spool_dir = {SINGLE_DIR}/spool/Maildir\nlicense_file = {SINGLE_DIR}/license\n"
                 f"key_file = {SINGLE_DIR}/store.key\n[api]\nlisten = 0.0.0.0:{SINGLE_PORT}\n"
-                f"token_file = {contract['token_file']}\n")
+                f"clients_file = {contract['clients_file']}\ncert_file = {contract['cert_file']}\n"
+                f"key_file = {contract['key_file']}\naccess_log = {SINGLE_DIR}/access.log\nhealth_listen =\n")
         docker("exec", container, "sh", "-c", f"cat > {SINGLE_DIR}/store.conf <<'EOF'\n{conf}EOF\n"
                                               f"chown -R {user}: {SINGLE_DIR}")
     docker("exec", container, "systemctl", "stop", "archive-bench-single", check=False)
@@ -114,10 +115,11 @@ def run(args):
     from search import corpus, percentiles, queries
 
     workers = lab.workers()
-    cluster = [api.ArchiveApi(name, c["api_url"], c["token"], timeout=60) for name, c in workers.items()]
+    cluster = [api.ArchiveApi(name, c["api_url"], c["token"], timeout=60, cafile=c["ca_file"]) for name, c in workers.items()]
     first = next(iter(workers.values()))
     start_single_store(first)
-    single = api.ArchiveApi("single", first["api_url"].rsplit(":", 1)[0] + f":{SINGLE_PORT}", first["token"], timeout=60)
+    single = api.ArchiveApi("single", first["api_url"].rsplit(":", 1)[0] + f":{SINGLE_PORT}", first["token"], timeout=60,
+                            cafile=first["ca_file"])
     for _attempt in range(120):
         try:
             single.stats()

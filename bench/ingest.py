@@ -9,12 +9,11 @@ Prints messages/s acknowledged by postfix, messages/s drained by the store,
 the ratio to the ceiling, and the store's peak RSS.
 """
 
-import json
 import subprocess
 import time
-import urllib.request
 
 import lab
+from archive_common.client import ArchiveApi, ArchiveApiError
 from smtp_load import arguments
 
 GATEWAY, WORKER, OTHER = "mailarchive-lab-archive-gw", "mailarchive-lab-worker0", "mailarchive-lab-worker1"
@@ -29,13 +28,11 @@ def sh(container, command, check=True):
 
 def stats():
     """The worker's store stats; waits while the API is still starting."""
-    request = urllib.request.Request(f"{CONTRACT['api_url']}/api/v1/stats",
-                                     headers={"Authorization": f"Bearer {CONTRACT['token']}"})
+    api = ArchiveApi("worker0", CONTRACT["api_url"], CONTRACT["token"], 10, cafile=CONTRACT["ca_file"])
     for _attempt in range(120):
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.load(response)
-        except OSError:
+            return api.stats()
+        except ArchiveApiError:
             time.sleep(0.1)
     raise SystemExit("worker0's store API did not answer for 12 s")
 

@@ -1,10 +1,10 @@
 """The running lab's workers as the worker role's contract describes them (make lab first).
 
 Each worker publishes its contract as the local fact ``ansible_local.archive_worker``
-(roles/worker/tasks/contract.yml); its API token is read from the file the contract names.
+(roles/worker/tasks/contract.yml); Ansible's API token (the ``controller`` client of
+worker_api_clients) and the site CA come from the inventory, as the role reads them.
 """
 
-import base64
 import json
 import os
 import subprocess
@@ -30,14 +30,13 @@ def _ansible(inventory, pattern, module, args, become=False):
 
 
 def workers(inventory="inventories/lab"):
-    """{name: contract} in name order; each contract also has ``token``, ``address`` (SMTP) and ``container``."""
+    """{name: contract} in name order; each contract also has ``token``, ``ca_file``, ``address`` (SMTP) and ``container``."""
     facts = _ansible(inventory, "workers", "ansible.builtin.setup", "filter=ansible_local")
     contracts = {h: r["ansible_facts"]["ansible_local"]["archive_worker"] for h, r in sorted(facts.items())}
-    tokens = _ansible(inventory, "workers", "ansible.builtin.slurp", f"src={next(iter(contracts.values()))['token_file']}",
-                      become=True)
-    addresses = _ansible(inventory, "workers", "ansible.builtin.debug", "var=mailarchive_ip")
+    wanted = ("{'address': mailarchive_ip, 'ca_file': worker_api_pki_dir ~ '/ca.crt', 'token': (worker_api_clients"
+              " | selectattr('name', 'equalto', worker_api_controller_client | default('controller')) | first).token}")
+    client = _ansible(inventory, "workers", "ansible.builtin.debug", "msg={{ %s }}" % wanted)
     for name, contract in contracts.items():
-        contract["token"] = base64.b64decode(tokens[name]["content"]).decode().strip()
-        contract["address"] = addresses[name]["mailarchive_ip"]
+        contract.update(client[name]["msg"])
         contract["container"] = PREFIX + name
     return contracts

@@ -3,7 +3,7 @@
 #   mailarchive/base  debootstrap'd Debian 12 (minbase, python3, iproute2)
 #   mailarchive/node  base + systemd and the Debian packages the roles install,
 #                     so that converge in the lab does not wait on downloads.
-# Idempotent: an image that exists is kept unless FORCE=1.
+# Idempotent: base is kept once built, node while lab/image is unchanged; FORCE=1 rebuilds both.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/docker-up.sh"
@@ -20,8 +20,11 @@ if [ "${FORCE:-0}" = 1 ] || ! docker image inspect mailarchive/base >/dev/null 2
   rm -rf "$root"
 fi
 
-if [ "${FORCE:-0}" = 1 ] || ! docker image inspect mailarchive/node >/dev/null 2>&1; then
-  echo "build-images: building mailarchive/node"
-  docker build -q -t mailarchive/node "$here/../lab/image" >/dev/null
+# The node image is rebuilt when lab/image changed since it was built (its label).
+context=$(cd "$here/../lab/image" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+built=$(docker image inspect -f '{{ index .Config.Labels "mailarchive.context" }}' mailarchive/node 2>/dev/null || true)
+if [ "${FORCE:-0}" = 1 ] || [ "$built" != "$context" ]; then
+  echo "build-images: building mailarchive/node (lab/image ${context})"
+  docker build -q --label "mailarchive.context=$context" -t mailarchive/node "$here/../lab/image" >/dev/null
 fi
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^mailarchive/'

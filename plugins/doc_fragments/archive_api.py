@@ -23,7 +23,7 @@ options:
         type: str
         required: true
       url:
-        description: Base URL of the worker's archive store API, for example V(http://198.18.10.20:8025).
+        description: Base URL of the worker's archive store API, for example V(https://198.18.10.20:8025).
         type: str
         required: true
       server_id:
@@ -33,9 +33,17 @@ options:
       token:
         description: This worker's API bearer token.
         type: str
+      ca_file:
+        description: The CA certificate (PEM) to verify this worker's HTTPS certificate with; otherwise O(api_ca_file).
+        type: path
   api_token:
     description: Bearer token for workers that have no O(workers[].token).
     type: str
+  api_ca_file:
+    description:
+      - The site CA's certificate (PEM) that workers without O(workers[].ca_file) are verified with.
+      - Without either, the system's trusted CAs are used. A worker whose certificate does not verify fails the task.
+    type: path
   api_timeout:
     description: Seconds to wait for one API request.
     type: float

@@ -21,6 +21,7 @@ def worker_options():
         url=dict(type="str", required=True),
         server_id=dict(type="int", required=True),
         token=dict(type="str", no_log=True),
+        ca_file=dict(type="path"),
     )
 
 
@@ -29,6 +30,7 @@ def archive_api_argument_spec():
     return dict(
         workers=dict(type="list", elements="dict", required=True, options=worker_options()),
         api_token=dict(type="str", no_log=True),
+        api_ca_file=dict(type="path"),
         api_timeout=dict(type="float", default=5),
     )
 
@@ -42,5 +44,6 @@ def worker_apis(params, option="workers"):
         token = spec.get("token") or params.get("api_token")
         if not token:
             raise ArchiveApiError("worker %s: no API token (set workers[].token or api_token)" % spec["name"])
-        apis.append(ArchiveApi(spec["name"], spec["url"], token, params["api_timeout"], spec.get("server_id")))
+        apis.append(ArchiveApi(spec["name"], spec["url"], token, params["api_timeout"], spec.get("server_id"),
+                               cafile=spec.get("ca_file") or params.get("api_ca_file")))
     return apis

@@ -104,6 +104,9 @@ options:
       token:
         description: This worker's API bearer token; otherwise O(api_token) is used.
         type: str
+      ca_file:
+        description: The CA certificate to verify this worker with; otherwise O(api_ca_file).
+        type: path
 notes:
   - The module reports changed only when it removed probes.
 seealso:
@@ -119,8 +122,8 @@ EXAMPLES = r"""
     min_workers: 4
     api_token: "{{ lookup('ansible.builtin.env', 'ARCHIVE_API_TOKEN') }}"
     workers:
-      - {name: worker0, url: "http://198.18.10.20:8025", server_id: 0}
-      - {name: worker1, url: "http://198.18.10.21:8025", server_id: 1}
+      - {name: worker0, url: "https://198.18.10.20:8025", server_id: 0}
+      - {name: worker1, url: "https://198.18.10.21:8025", server_id: 1}
   register: delivery
 """
 

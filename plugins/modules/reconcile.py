@@ -74,6 +74,9 @@ options:
               - The worker's server_id. Optional; accepted so that the worker role's C(worker_api_client) fact can be
                 passed as it is.
             type: int
+          ca_file:
+            description: The site CA's certificate to verify this worker's HTTPS certificate with (the system's CAs without it).
+            type: path
   since:
     description:
       - Start of the window, in Unix seconds; a negative number counts back from now.
@@ -141,12 +144,12 @@ EXAMPLES = r"""
         gateway: 198.18.10.10
         recipient: archive@archive-gw.example.com
         workers:
-          - {name: worker0, url: "http://198.18.10.20:8025", token: "{{ token0 }}"}
+          - {name: worker0, url: "https://198.18.10.20:8025", token: "{{ token0 }}"}
       - name: dr
         gateway: 198.18.10.110
         recipient: archive@dr-archive-gw.example.com
         workers:
-          - {name: dr-worker0, url: "http://198.18.10.120:8025", token: "{{ dr_token0 }}"}
+          - {name: dr-worker0, url: "https://198.18.10.120:8025", token: "{{ dr_token0 }}"}
   register: reconciled
 """
 
@@ -208,7 +211,7 @@ class Site(object):
     def __init__(self, spec, api_timeout):
         self.name = spec["name"]
         self.spec = spec
-        self.apis = [ArchiveApi(w["name"], w["url"], w["token"], api_timeout) for w in spec["workers"]]
+        self.apis = [ArchiveApi(w["name"], w["url"], w["token"], api_timeout, cafile=w.get("ca_file")) for w in spec["workers"]]
 
     def messages(self, since, until, exclude_probes):
         """sha256 -> (row, api) for every message the site archived in [since, until)."""
@@ -287,7 +290,8 @@ def wait_for_expected(sites, expect, since, timeout):
 
 def main():
     worker = dict(name=dict(type="str", required=True), url=dict(type="str", required=True),
-                  token=dict(type="str", required=True, no_log=True), server_id=dict(type="int"))
+                  token=dict(type="str", required=True, no_log=True), server_id=dict(type="int"),
+                  ca_file=dict(type="path"))
     module = AnsibleModule(
         argument_spec=dict(
             sites=dict(type="list", elements="dict", required=True, options=dict(

@@ -54,8 +54,8 @@ EXAMPLES = r"""
     limit: 20
     api_token: "{{ lookup('ansible.builtin.env', 'ARCHIVE_API_TOKEN') }}"
     workers:
-      - {name: worker0, url: "http://198.18.10.20:8025", server_id: 0}
-      - {name: worker1, url: "http://198.18.10.21:8025", server_id: 1}
+      - {name: worker0, url: "https://198.18.10.20:8025", server_id: 0}
+      - {name: worker1, url: "https://198.18.10.21:8025", server_id: 1}
   register: found
 """
 

@@ -46,7 +46,7 @@ class ArchiveApiError(Exception):
 
 
 class ArchiveApi(object):
-    """One worker's API: ``name`` for messages, ``url`` such as http://198.18.10.20:8025."""
+    """One worker's API: ``name`` for messages, ``url`` such as https://198.18.10.20:8025; ``cafile``: the site CA."""
 
     def __init__(self, name, url, token, timeout=5.0, server_id=None, cafile=None):
         if not token:
@@ -61,15 +61,21 @@ class ArchiveApi(object):
             handlers.append(urllib.request.HTTPSHandler(context=tls_context(cafile)))
         self._opener = urllib.request.build_opener(*handlers)
 
-    def _request(self, path, method="GET"):
-        request = urllib.request.Request(self.url + path, headers=self._headers, method=method,
-                                         data=b"" if method == "POST" else None)
+    def _request(self, path, method="GET", body=None):
+        data = json.dumps(body).encode("utf-8") if body is not None else (b"" if method == "POST" else None)
+        request = urllib.request.Request(self.url + path, headers=self._headers, method=method, data=data)
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
-            exc.close()
-            raise ArchiveApiError("%s: %s %s answered HTTP %s" % (self.name, method, path, exc.code)) from None
+            try:
+                reason = json.loads(exc.read(4096).decode("utf-8"))["error"]
+            except (ValueError, KeyError, TypeError, OSError):
+                reason = ""
+            finally:
+                exc.close()
+            raise ArchiveApiError("%s: %s %s answered HTTP %s%s" % (
+                self.name, method, path, exc.code, (": " + reason) if reason else "")) from None
         except (urllib.error.URLError, socket.timeout, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason)) from None
@@ -108,6 +114,14 @@ class ArchiveApi(object):
         """Remove one delivery_check run's probes (the store writes an audit entry for each)."""
         answer = self._request("/api/v1/probes/%s/purge" % quote(run), method="POST")
         return json.loads(answer.decode("utf-8"))["purged"]
+
+    def holds(self):
+        return json.loads(self._request("/api/v1/holds").decode("utf-8"))["holds"]
+
+    def hold(self, address, reason, remove=False):
+        """Add (or remove) a legal hold; the store audits it with this client's name."""
+        path = "/api/v1/holds/remove" if remove else "/api/v1/holds"
+        return json.loads(self._request(path, "POST", {"address": address, "reason": reason}).decode("utf-8"))["holds"]
 
 
 def search_all(apis, query, limit=50, offset=0):

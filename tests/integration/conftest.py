@@ -7,11 +7,14 @@ site/ in every scenario, cluster/ and dr/ in theirs, faults/ under make test-fau
 import base64
 import json
 import os
+import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
+
+from archive_common.client import ArchiveApi
 
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
@@ -69,12 +72,16 @@ class Site:
         self.dns = sorted(runner.get_hosts("dns"))
         self.backup_servers = sorted(runner.get_hosts("backup_servers"))
         first = rendered(runner, self.workers[0], ["mailarchive_archive_domain", "mailarchive_journal_address",
-                                                   "mailarchive_journal_domain"])
+                                                   "mailarchive_journal_domain", "worker_api_clients",
+                                                   "worker_api_pki_dir", "mailarchive_controller_addresses"])
         # The worker role's contract, as each worker publishes it (ansible_local.archive_worker), and its token.
         self.contract = {w: runner.run_module(w, "ansible.builtin.setup", "filter=ansible_local", check=False)
                          ["ansible_facts"]["ansible_local"]["archive_worker"] for w in self.workers}
-        self.tokens = {w: self._read(w, c["token_file"]) for w, c in self.contract.items()}
-        self.token = self.tokens[self.workers[0]]
+        # The API's clients as the inventory gives them: Ansible's own token, and the site CA on this machine.
+        self.clients = {c["name"]: c for c in first["worker_api_clients"]}
+        self.token = self.clients["controller"]["token"]
+        self.ca_file = f"{first['worker_api_pki_dir']}/ca.crt"
+        self.controller_address = first["mailarchive_controller_addresses"][0]
         self.archive_domain = first["mailarchive_archive_domain"]
         self.journal_address = first["mailarchive_journal_address"]
         self.journal_domain = first["mailarchive_journal_domain"]
@@ -93,10 +100,18 @@ class Site:
         """The store's command line on ``worker`` (runs as the store's user)."""
         return self.contract[worker]["command"]
 
+    def client(self, worker, token=None):
+        """The shared API client (archive_common.client) for ``worker``, verifying it with the site CA."""
+        return ArchiveApi(worker, self.api(worker), token or self.token, 10, self.server_id[worker], cafile=self.ca_file)
+
+    def tls(self):
+        """A TLS client context that trusts the site CA only."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
     def module_workers(self):
         """The ``workers`` option of delivery_check, search and reconcile."""
-        return [{"name": w, "url": self.api(w), "server_id": self.server_id[w], "token": self.tokens[w]}
-                for w in self.workers]
+        return [{"name": w, "url": self.api(w), "server_id": self.server_id[w], "token": self.token,
+                 "ca_file": self.ca_file} for w in self.workers]
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,12 @@
 """Send messages by real SMTP and find them again through the store APIs."""
 
 import hashlib
-import json
 import os
 import random
 import smtplib
 import ssl
 import threading
 import time
-import urllib.request
 
 import dns.resolver
 
@@ -57,20 +55,14 @@ def send_by_mx(nameserver, domain, recipient, messages):
 
 def listing(site, worker, since=0):
     """{(id, sha256)} of everything the worker archived since ``since``."""
-    request = urllib.request.Request(f"{site.api(worker)}/api/v1/list?since={since}&limit=10000",
-                                     headers={"Authorization": f"Bearer {site.tokens[worker]}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return {(row["id"], row["sha256"]) for row in json.load(response)["results"]}
+    return {(row["id"], row["sha256"]) for row in site.client(worker).listing(since, 2 ** 62)}
 
 
 def search(site, worker, query):
     """Every match on ``worker``, a page of 1000 at a time."""
     rows, offset = [], 0
     while True:
-        request = urllib.request.Request(f"{site.api(worker)}/api/v1/search?q={query}&limit=1000&offset={offset}",
-                                         headers={"Authorization": f"Bearer {site.tokens[worker]}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            page = json.load(response)["results"]
+        page = site.client(worker).search(query, 1000, offset)
         rows.extend(page)
         if len(page) < 1000:
             return rows

@@ -10,7 +10,7 @@ from module_runner import ROOT, command, environment, result_of, run_module
 
 def check_args(site, **over):
     args = {"gateway": site.ip[site.gateways[0]], "recipient": site.journal_address, "count": 20, "timeout": 60,
-            "api_token": site.token,
+            "api_token": site.token, "api_ca_file": site.ca_file,
             "workers": [{"name": w, "url": site.api(w), "server_id": site.server_id[w]} for w in site.workers]}
     args.update(over)
     return args

@@ -1,16 +1,19 @@
 """The cluster's security settings, each checked from outside as an attacker or auditor would (make test)."""
 
 import hashlib
+import http.client
 import json
 import smtplib
+import ssl
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from archive_common.client import ArchiveApiError
 from conftest import each, playbook
-from helpers import docker_exec
+from helpers import docker_exec, wait_until
 from mailflow import archived_since, listing, send_all
 
 
@@ -20,7 +23,7 @@ def test_the_store_api_refuses_requests_without_or_with_a_wrong_token(site):
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(request, timeout=10)
+            urllib.request.urlopen(request, timeout=10, context=site.tls())
         assert err.value.code == 401
 
 
@@ -46,10 +49,7 @@ def test_tls_is_offered_and_used_on_every_hop(site):
     found = archived_since(site, since, {sha: "tls"})
     [worker] = found[sha]
     [(archive_id, _sha)] = [(i, s) for i, s in listing(site, worker, since) if s == sha]
-    request = urllib.request.Request(f"{site.api(worker)}/api/v1/messages/{archive_id}",
-                                     headers={"Authorization": f"Bearer {site.token}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        transit = json.load(response)["transit"]
+    transit = site.client(worker).message(archive_id)["transit"]
     assert len(transit) == 2, transit
     assert all(" with ESMTPS " in hop for hop in transit), transit
 
@@ -82,3 +82,78 @@ def test_with_gateway_tls_required_plaintext_is_refused(site):
     with smtplib.SMTP(gateway, 25, timeout=30) as client:
         client.ehlo("plain.example")
         assert client.mail("journal@customer.example")[0] == 250
+
+
+def test_plain_http_to_the_api_is_refused(site):
+    worker = site.workers[0]
+    plain = site.api(worker).replace("https://", "http://") + "/api/v1/stats"
+    request = urllib.request.Request(plain, headers={"Authorization": f"Bearer {site.token}"})
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+        urllib.request.urlopen(request, timeout=10).read()
+
+
+def test_a_client_that_does_not_trust_the_site_ca_fails_the_handshake(site):
+    request = urllib.request.Request(site.api(site.workers[0]) + "/api/v1/stats",
+                                     headers={"Authorization": f"Bearer {site.token}"})
+    with pytest.raises(urllib.error.URLError) as err:
+        urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context())
+    assert isinstance(err.value.reason, ssl.SSLCertVerificationError), err.value.reason
+
+
+def test_a_read_token_cannot_remove_probes_and_its_reads_are_logged_with_its_name(site):
+    worker = site.workers[0]
+    auditor = site.client(worker, site.clients["lab-auditor"]["token"])
+    with pytest.raises(ArchiveApiError) as err:
+        auditor.purge_probes("0123abcd")
+    assert "HTTP 403: client lab-auditor lacks the scope 'probes'" in str(err.value)
+    word = f"auditword{int(time.time())}"
+    assert auditor.search(word) == []
+    log = docker_exec(worker, "tail", "-n", "50", site.contract[worker]["access_log"]).stdout
+    entries = [json.loads(line) for line in log.splitlines()]
+    [entry] = [e for e in entries if word in e["endpoint"]]
+    assert entry["client"] == "lab-auditor" and entry["ids"] == [] and entry["address"] == site.controller_address
+
+
+def test_an_address_that_is_not_a_client_cannot_reach_the_api_or_port_25(site):
+    """From the DNS server (neither an API client nor a gateway) the worker's API and SMTP ports are dropped."""
+    worker = site.workers[0]
+    port = site.api(worker).rsplit(":", 1)[1]
+    script = ("import socket,sys\n"
+              "for port in sys.argv[2:]:\n"
+              "    try:\n"
+              "        socket.create_connection((sys.argv[1], int(port)), timeout=3).close(); print(port, 'open')\n"
+              "    except OSError as exc:\n"
+              "        print(port, type(exc).__name__)\n")
+    out = docker_exec(site.dns[0], "python3", "-c", script, site.ip[worker], port, "25").stdout.split("\n")
+    assert out[:2] == [f"{port} TimeoutError", "25 TimeoutError"], out
+    # The gateway may use port 25, and is not an API client either.
+    out = docker_exec(site.gateways[0], "python3", "-c", script, site.ip[worker], port, "25").stdout.split("\n")
+    assert out[:2] == [f"{port} TimeoutError", "25 open"], out
+    rules = docker_exec(worker, "nft", "list", "table", "inet", "mailarchive").stdout
+    assert "API: not a listed client" in rules and site.controller_address in rules
+
+
+def test_a_subject_never_crosses_the_wire_in_clear_text(site):
+    """tshark on the worker's interface while the controller searches for and reads a message."""
+    subject = f"wire secret {int(time.time())}"
+    since = int(time.time()) - 2
+    raw = f"Subject: {subject}\r\nMessage-ID: <wire-{since}@test>\r\n\r\nnothing to see\r\n".encode()
+    send_all(site, [raw])
+    found = archived_since(site, since, {hashlib.sha256(raw).hexdigest(): "wire"})
+    [holder] = found[hashlib.sha256(raw).hexdigest()]
+    port = site.api(holder).rsplit(":", 1)[1]
+    capture = "/tmp/api.pcap"
+    docker_exec(holder, "sh", "-c", f"rm -f {capture}; (tshark -i eth0 -f 'tcp port {port}' -w {capture} -a duration:20 "
+                                    f">/tmp/tshark.log 2>&1 &)")
+    wait_until(lambda: "Capturing on" in docker_exec(holder, "cat", "/tmp/tshark.log", check=False).stdout,
+               "tshark to start", log=lambda: docker_exec(holder, "cat", "/tmp/tshark.log", check=False).stdout)
+    client = site.client(holder)
+    [row] = client.search(f"msgid:wire-{since}@test")
+    assert row["subject"] == subject
+    assert client.raw(row["id"]) == raw
+    wait_until(lambda: docker_exec(holder, "pgrep", "-x", "tshark", check=False).returncode != 0, "tshark to finish",
+               timeout=40, log=lambda: docker_exec(holder, "cat", "/tmp/tshark.log", check=False).stdout)
+    packets = docker_exec(holder, "cat", capture, text=False).stdout
+    assert len(packets) > 2000, "the capture saw no API traffic"
+    assert subject.encode() not in packets and b"wire secret" not in packets
+    assert site.token.encode() not in packets

@@ -39,9 +39,13 @@ def test_services_run_and_listen(host):
         contract = host.ansible("ansible.builtin.setup", "filter=ansible_local", check=False)[
             "ansible_facts"]["ansible_local"]["archive_worker"]
         assert host.socket("tcp://0.0.0.0:%s" % contract["api_url"].rsplit(":", 1)[1]).is_listening
-        for secret in ("store.key", "license", contract["token_file"].rsplit("/", 1)[1]):
+        assert host.socket("tcp://%s" % contract["health_url"].split("/")[2]).is_listening  # plain /health, loopback
+        for secret in ("store.key", "license", contract["key_file"].rsplit("/", 1)[1]):
             f = host.file(f"{contract['conf_dir']}/{secret}")
             assert f.mode == 0o600 and f.user == contract["user"], secret
+        clients = host.file(contract["clients_file"])  # token hashes only
+        assert clients.mode == 0o640 and clients.user == "root" and clients.group == contract["user"]
+        assert not host.file(f"{contract['conf_dir']}/api.token").exists
         assert host.process.get(comm="python3").user == contract["user"]
     elif role.startswith("archive-gw"):
         assert host.service("postfix").is_running

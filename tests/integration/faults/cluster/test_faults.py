@@ -1,9 +1,7 @@
 """Faults on the running cluster; each ends by reconciling what was sent against what is archived."""
 
-import json
 import re
 import time
-import urllib.request
 
 
 from conftest import playbook
@@ -21,9 +19,7 @@ def rcpt_from_gateway(site, worker):
 
 
 def stats(site, worker):
-    request = urllib.request.Request(f"{site.api(worker)}/api/v1/stats", headers={"Authorization": f"Bearer {site.tokens[worker]}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+    return site.client(worker).stats()
 
 
 def test_an_expired_license_on_one_worker_defers_its_mail_to_the_others(site):

@@ -5,6 +5,7 @@ postfix's virtual(8) does, so a message really travels SMTP -> spool ->
 store before a module sees it.
 """
 
+import hashlib
 import os
 import secrets
 import smtplib
@@ -13,7 +14,8 @@ import time
 
 from aiosmtpd.controller import Controller
 
-from helpers import Service, answers_http, free_tcp_port, store_environment, wait_until
+from helpers import Service, accepts_tcp, answers_http, free_tcp_port, store_environment, wait_until
+from pki import CA
 
 DEBIAN_PYTHON = "/usr/bin/python3"  # the store runs on Debian's python3 and packages, as on a worker
 
@@ -41,23 +43,31 @@ class StoreSite:
         self.spool = base / "spool"
         for sub in ("tmp", "new", "cur"):
             (self.spool / sub).mkdir(parents=True)
-        self.token = secrets.token_hex(16)
-        (base / "api.token").write_text(self.token + "\n")
+        # One client with every scope it needs; the site CA of this store alone.
+        self.token = secrets.token_hex(32)
+        (base / "api.clients").write_text(f"controller sha256:{hashlib.sha256(self.token.encode()).hexdigest()} "
+                                          "read,probes,holds\n")
+        self.ca = CA(base / "pki")
+        cert_file, key_file = self.ca.issue(name)
+        self.ca_file = str(self.ca.cert_file)
         (base / "license").write_text(
             f"customer=EXAMPLE,expiry={int(time.time()) + 86400 * 365},server_id={server_id},max_release=20271231,"
             "multitenancy=0,hostname=archive.example.com,ip=0.0.0.0\n")
-        self.port = free_tcp_port()
+        self.port, health_port = free_tcp_port(), free_tcp_port()
         (base / "store.conf").write_text(
             f"[store]\nserver_id = {server_id}\nhostname = archive.example.com\ndata_dir = {base / 'data'}\n"
             f"spool_dir = {self.spool}\nlicense_file = {base / 'license'}\nkey_file = {base / 'store.key'}\n"
-            f"transit_hosts = gw.test\n[api]\nlisten = 127.0.0.1:{self.port}\ntoken_file = {base / 'api.token'}\n")
+            f"transit_hosts = gw.test\n[api]\nlisten = 127.0.0.1:{self.port}\nclients_file = {base / 'api.clients'}\n"
+            f"cert_file = {cert_file}\nkey_file = {key_file}\naccess_log = {base / 'access.log'}\n"
+            f"health_listen = 127.0.0.1:{health_port}\n")
         self.cli("keygen")
         self.service = Service([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(base / "store.conf"), "serve"],
                                base / "serve.log", env=store_environment())
         self.smtp_port = free_tcp_port()
         self.gateway = Controller(SpoolDelivery([self.spool] + ([copy_to.spool] if copy_to else [])), hostname="127.0.0.1", port=self.smtp_port)
         self.gateway.start()
-        self.service.ready(lambda: answers_http(f"http://127.0.0.1:{self.port}/health"), f"{name}'s store API")
+        self.service.ready(lambda: answers_http(f"http://127.0.0.1:{health_port}/health")
+                           and accepts_tcp("127.0.0.1", self.port), f"{name}'s store API")
 
     def cli(self, *args):
         return subprocess.run([DEBIAN_PYTHON, "-m", "archive_store", "-c", str(self.base / "store.conf"), *args],
@@ -71,14 +81,18 @@ class StoreSite:
     def count(self):
         return int(self.cli("stats").stdout.decode().split('"messages": ')[1].split(",")[0])
 
+    @property
+    def url(self):
+        return f"https://127.0.0.1:{self.port}"
+
     def workers(self):
-        return [{"name": f"{self.name}-worker", "url": f"http://127.0.0.1:{self.port}", "server_id": self.server_id,
-                 "token": self.token}]
+        return [{"name": f"{self.name}-worker", "url": self.url, "server_id": self.server_id, "token": self.token,
+                 "ca_file": self.ca_file}]
 
     def spec(self, **over):
         spec = {"name": self.name, "gateway": "127.0.0.1", "port": self.smtp_port,
                 "recipient": f"archive@{self.name}.test",
-                "workers": [{"name": f"{self.name}-worker", "url": f"http://127.0.0.1:{self.port}", "token": self.token}]}
+                "workers": [{"name": f"{self.name}-worker", "url": self.url, "token": self.token, "ca_file": self.ca_file}]}
         spec.update(over)
         return spec
 

@@ -87,10 +87,10 @@ def test_an_unreachable_worker_fails_with_one_line_naming_it(sites, module):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    broken = dr.spec(workers=[{"name": "dr-worker9", "url": f"http://127.0.0.1:{dead}", "token": dr.token}])
+    broken = dr.spec(workers=[{"name": "dr-worker9", "url": f"https://127.0.0.1:{dead}", "token": dr.token}])
     result = module("reconcile", {"sites": [primary.spec(), broken]})
     assert result["failed"] is True
-    assert result["msg"].startswith("reconcile: dr-worker9: GET http://127.0.0.1:")
+    assert result["msg"].startswith("reconcile: dr-worker9: GET https://127.0.0.1:")
     assert "\n" not in result["msg"]
 
 

@@ -19,8 +19,8 @@ def workers(tmp_path):
 
 
 def spec(store, **over):
-    return dict({"name": store.name, "url": f"http://127.0.0.1:{store.port}", "server_id": store.server_id,
-                 "token": store.token}, **over)
+    return dict({"name": store.name, "url": store.url, "server_id": store.server_id, "token": store.token,
+                 "ca_file": store.ca_file}, **over)
 
 
 def test_one_query_finds_the_newest_matches_on_every_worker_merged_in_time_order(workers, module):
@@ -49,11 +49,11 @@ def test_a_worker_that_does_not_answer_fails_the_search_naming_it(workers, modul
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    broken = [spec(w) for w in workers] + [{"name": "w9", "url": f"http://127.0.0.1:{dead}", "server_id": 9,
+    broken = [spec(w) for w in workers] + [{"name": "w9", "url": f"https://127.0.0.1:{dead}", "server_id": 9,
                                            "token": "x" * 32}]
     result = module("search", {"query": "invoice", "workers": broken})
     assert result["failed"] is True
-    assert result["msg"].startswith("search 'invoice': w9: GET http://127.0.0.1:") and "\n" not in result["msg"]
+    assert result["msg"].startswith("search 'invoice': w9: GET https://127.0.0.1:") and "\n" not in result["msg"]
 
 
 def test_a_worker_answering_with_another_server_id_is_caught(workers, module):

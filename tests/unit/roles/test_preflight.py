@@ -91,3 +91,30 @@ def test_backups_without_a_passphrase(tmp_path):
     assert msg.startswith("worker0: backup_repository must name a borg repository (found 'ssh://borg@backup.example.com/./worker0')")
     assert "backup_passphrase must have at least 16 characters (found 0)" in msg
     assert {h for h, _m in failures} == {"worker0", "worker1"}
+
+
+def test_an_api_client_with_a_short_token_or_an_address_that_is_not_ipv4(tmp_path):
+    clients = ("[{name: controller, token: " + "t" * 40 + ", scopes: [read, probes], addresses: [198.18.99.1]},"
+               " {name: web1, token: shorttoken, scopes: [read], addresses: [web1.example.com]}]")
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1}", f"worker_server_id: 1, worker_api_clients: {clients}}}"))
+    assert code != 0
+    [(host, msg)] = failures
+    assert host == "worker1"
+    assert msg == ("worker1: worker_api_clients entry web1 needs a name, a token of at least 32 characters, scopes from "
+                   "read, probes, holds, import (found read) and IPv4 addresses (found web1.example.com)")
+    assert "shorttoken" not in str(failures)
+
+
+def test_an_api_client_with_an_unknown_scope_fails_the_argument_spec(tmp_path):
+    clients = "[{name: controller, token: " + "t" * 40 + ", scopes: [read, delete], addresses: []}]"
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1}", f"worker_server_id: 1, worker_api_clients: {clients}}}"))
+    [(host, msg)] = failures
+    assert host == "worker1" and "scopes must be one or more of: read, probes, holds, import" in msg
+    assert "worker_api_clients" in msg and "t" * 40 not in msg
+
+
+def test_no_api_client_for_the_controller(tmp_path):
+    clients = "[{name: web1, token: " + "t" * 40 + ", scopes: [read], addresses: []}]"
+    code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1}", f"worker_server_id: 1, worker_api_clients: {clients}}}"))
+    assert ("worker1", "worker1: worker_api_clients (web1) must name each client once and include controller "
+                       "(worker_api_controller_client), and worker_api_health_listen (127.0.0.1:8026) must be a loopback address") in failures

@@ -9,14 +9,13 @@ collection's modules use this very file through the link
 plugins/module_utils/archive_client.py.
 """
 
+import http.client
 import json
 import socket
 import ssl
 import threading
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 # The store API's largest page.
 MAX_PAGE = 1000
@@ -34,13 +33,6 @@ def tls_context(cafile=None):
         return _contexts[cafile]
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A worker never redirects; following one could send the token elsewhere."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
 class ArchiveApiError(Exception):
     """One line naming the worker, the request and what went wrong."""
 
@@ -56,29 +48,55 @@ class ArchiveApi(object):
         self.server_id = server_id
         self._timeout = timeout
         self._headers = {"Authorization": "Bearer " + token}
-        handlers = [_NoRedirect()]
-        if self.url.startswith("https:"):
-            handlers.append(urllib.request.HTTPSHandler(context=tls_context(cafile)))
-        self._opener = urllib.request.build_opener(*handlers)
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ArchiveApiError("worker %s: expected an https:// URL, found %r" % (name, url))
+        self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        self._context = tls_context(cafile) if parts.scheme == "https" else None
+        # One kept-alive connection per thread: a TLS handshake per request would cost more than the search.
+        self._local = threading.local()
+
+    def _connection(self):
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._context is not None:
+                connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
+            else:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._local.connection = connection
+        return connection
+
+    def _drop_connection(self):
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
 
     def _request(self, path, method="GET", body=None):
         data = json.dumps(body).encode("utf-8") if body is not None else (b"" if method == "POST" else None)
-        request = urllib.request.Request(self.url + path, headers=self._headers, method=method, data=data)
-        try:
-            with self._opener.open(request, timeout=self._timeout) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
+        headers = dict(self._headers, **({"Content-Type": "application/json"} if body is not None else {}))
+        for attempt in (1, 2):  # a kept-alive connection the worker closed while idle is opened again, once
+            reused = getattr(self._local, "connection", None) is not None
+            connection = self._connection()
             try:
-                reason = json.loads(exc.read(4096).decode("utf-8"))["error"]
-            except (ValueError, KeyError, TypeError, OSError):
+                connection.request(method, path, body=data, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+                break
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop_connection()
+                if reused and attempt == 1 and not isinstance(exc, socket.timeout):
+                    continue
+                reason = getattr(exc, "reason", None) or exc
+                raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason)) from None
+        if response.status >= 300:
+            try:
+                reason = json.loads(payload.decode("utf-8"))["error"]
+            except (ValueError, KeyError, TypeError):
                 reason = ""
-            finally:
-                exc.close()
             raise ArchiveApiError("%s: %s %s answered HTTP %s%s" % (
-                self.name, method, path, exc.code, (": " + reason) if reason else "")) from None
-        except (urllib.error.URLError, socket.timeout, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason)) from None
+                self.name, method, path, response.status, (": " + reason) if reason else ""))
+        return payload
 
     def get_json(self, path):
         try:

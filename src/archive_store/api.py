@@ -116,6 +116,8 @@ class HealthHandler(_Base):
 
 class Handler(_Base):
     server: ApiServer
+    # Clients keep their connection (and its TLS session) for many requests; idle ones are closed after this.
+    protocol_version = "HTTP/1.1"
     timeout = HANDSHAKE_TIMEOUT
 
     def _client(self, scope: str):
@@ -130,14 +132,24 @@ class Handler(_Base):
             return None
         return client
 
-    def _read_body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise StoreError(f"request body: expected at most {MAX_BODY} bytes, found {length}")
+    def _read_body(self) -> bytes:
+        """The request's body, read whole before anything is answered, so that a kept-alive connection stays in step."""
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
-            raise StoreError("request body: expected a JSON object, found something else") from None
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            raise StoreError(f"request body: expected a Content-Length of at most {MAX_BODY} bytes, "
+                             f"found {self.headers.get('Content-Length')!r}")
+        return self.rfile.read(length)
+
+    @staticmethod
+    def _json_object(data: bytes) -> dict:
+        try:
+            body = json.loads(data or b"{}")
+        except ValueError:
+            body = None
         if not isinstance(body, dict):
             raise StoreError("request body: expected a JSON object, found something else")
         return body
@@ -155,11 +167,15 @@ class Handler(_Base):
             return self._json(400, {"error": str(exc)})
 
     def do_POST(self):  # noqa: N802
+        try:
+            body = self._read_body()
+        except StoreError as exc:
+            return self._json(413, {"error": str(exc)})
         parts = [p for p in urlsplit(self.path).path.split("/") if p]
         if len(parts) == 5 and parts[:3] == ["api", "v1", "probes"] and parts[4] == "purge":
             return self._purge_probes(parts[3])
         if parts in (["api", "v1", "holds"], ["api", "v1", "holds", "remove"]):
-            return self._change_hold(remove=len(parts) == 4)
+            return self._change_hold(body, remove=len(parts) == 4)
         return self._json(404, {"error": f"no such endpoint {self.path}"})
 
     def _writer(self, change):
@@ -183,13 +199,13 @@ class Handler(_Base):
                  self.client_address[0])
         return self._json(200, {"server_id": self.server.store.config.server_id, "purged": removed})
 
-    def _change_hold(self, remove):
+    def _change_hold(self, data, remove):
         client = self._client("holds")
         if client is None:
             return None
         config = self.server.store.config
         try:
-            body = self._read_body()
+            body = self._json_object(data)
             address, reason = str(body.get("address", "")), str(body.get("reason", "")).strip()
             if not reason:
                 raise StoreError("hold: expected a reason, found nothing")

@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import signal
+import socket
 import ssl
 import time
 import urllib.error
@@ -12,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from archive_common.client import ArchiveApi, ArchiveApiError
 from helpers import wait_until
 from pki import CA
 
@@ -246,3 +248,21 @@ def test_revoking_a_client_takes_effect_on_reload_and_a_broken_file_keeps_the_ol
     service.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "reload refused" in service.log(), "the refused reload", log=service.log)
     assert _get(base + "/api/v1/stats", env.token)[0] == 200
+
+
+def test_the_shared_client_keeps_one_tls_connection_and_survives_the_server_closing_it(served):
+    env, base = served
+    client = ArchiveApi("worker0", base, env.token, 5, cafile=str(env.ca.cert_file))
+    client.stats()
+    first = client._local.connection.sock
+    for _n in range(5):
+        client.search("anything")
+    assert client._local.connection.sock is first, "each request opened a new connection"
+    first.shutdown(socket.SHUT_RDWR)  # as when the server closes an idle connection
+    assert client.stats()["server_id"] == 0
+    assert client._local.connection.sock is not first
+    with pytest.raises(ArchiveApiError, match=r"HTTP 404: no such endpoint /api/v1/nothing"):
+        client._request("/api/v1/nothing", "POST", {"padding": "x" * 5000})
+    assert client.stats()["server_id"] == 0, "the unread body of the last request broke the connection"
+    with pytest.raises(ArchiveApiError, match=r"HTTP 403: client reader lacks the scope 'holds'"):
+        ArchiveApi("worker0", base, env.read_token, 5, cafile=str(env.ca.cert_file)).hold("a@example.org", "case")

@@ -1,8 +1,8 @@
 """The running lab's workers as the worker role's contract describes them (make lab first).
 
 Each worker publishes its contract as the local fact ``ansible_local.archive_worker``
-(roles/worker/tasks/contract.yml); Ansible's API token (the ``controller`` client of
-worker_api_clients) and the site CA come from the inventory, as the role reads them.
+(roles/worker/tasks/contract.yml), the site CA's file among it; Ansible's API token (the
+``controller`` client of worker_api_clients) comes from the inventory, as the role reads it.
 """
 
 import json
@@ -30,10 +30,10 @@ def _ansible(inventory, pattern, module, args, become=False):
 
 
 def workers(inventory="inventories/lab"):
-    """{name: contract} in name order; each contract also has ``token``, ``ca_file``, ``address`` (SMTP) and ``container``."""
+    """{name: contract} in name order (the contract names the site CA as ``ca_file``), with ``token``, ``address`` (SMTP) and ``container``."""
     facts = _ansible(inventory, "workers", "ansible.builtin.setup", "filter=ansible_local")
     contracts = {h: r["ansible_facts"]["ansible_local"]["archive_worker"] for h, r in sorted(facts.items())}
-    wanted = ("{'address': mailarchive_ip, 'ca_file': worker_api_pki_dir ~ '/ca.crt', 'token': (worker_api_clients"
+    wanted = ("{'address': mailarchive_ip, 'token': (worker_api_clients"
               " | selectattr('name', 'equalto', worker_api_controller_client | default('controller')) | first).token}")
     client = _ansible(inventory, "workers", "ansible.builtin.debug", "msg={{ %s }}" % wanted)
     for name, contract in contracts.items():

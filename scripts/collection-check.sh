@@ -32,7 +32,7 @@ for role in $roles; do
 done
 ansible-playbook -i "$top/inventories/production" mailarchive.cluster.site --syntax-check >/dev/null
 echo "ansible-playbook mailarchive.cluster.site --syntax-check: ok"
-if tar -tzf "$tarball" | grep -E '^(\./)?(\.collections|\.venv|\.venv-sanity|lab|build|tests/output)/'; then
-  echo "the tarball holds development files" >&2
+if tar -tzf "$tarball" | grep -E '^(\./)?(\.collections|\.venv|\.venv-sanity|lab|build|tests/output)/|(^|/)\.secrets/'; then
+  echo "the tarball holds development files or secrets" >&2
   exit 1
 fi

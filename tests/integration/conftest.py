@@ -73,14 +73,14 @@ class Site:
         self.backup_servers = sorted(runner.get_hosts("backup_servers"))
         first = rendered(runner, self.workers[0], ["mailarchive_archive_domain", "mailarchive_journal_address",
                                                    "mailarchive_journal_domain", "worker_api_clients",
-                                                   "worker_api_pki_dir", "mailarchive_controller_addresses"])
+                                                   "mailarchive_controller_addresses"])
         # The worker role's contract, as each worker publishes it (ansible_local.archive_worker), and its token.
         self.contract = {w: runner.run_module(w, "ansible.builtin.setup", "filter=ansible_local", check=False)
                          ["ansible_facts"]["ansible_local"]["archive_worker"] for w in self.workers}
         # The API's clients as the inventory gives them: Ansible's own token, and the site CA on this machine.
         self.clients = {c["name"]: c for c in first["worker_api_clients"]}
         self.token = self.clients["controller"]["token"]
-        self.ca_file = f"{first['worker_api_pki_dir']}/ca.crt"
+        self.ca_file = self.contract[self.workers[0]]["ca_file"]
         self.controller_address = first["mailarchive_controller_addresses"][0]
         self.archive_domain = first["mailarchive_archive_domain"]
         self.journal_address = first["mailarchive_journal_address"]

@@ -11,6 +11,7 @@ plugins/module_utils/archive_client.py.
 
 import http.client
 import json
+import queue
 import socket
 import ssl
 import threading
@@ -53,42 +54,46 @@ class ArchiveApi(object):
             raise ArchiveApiError("worker %s: expected an https:// URL, found %r" % (name, url))
         self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self._context = tls_context(cafile) if parts.scheme == "https" else None
-        # One kept-alive connection per thread: a TLS handshake per request would cost more than the search.
-        self._local = threading.local()
+        # Kept-alive connections, reused by whichever thread asks next: a TLS handshake per request (or per
+        # fan-out, whose threads are new each time) would cost more than the search.
+        self._idle = queue.LifoQueue()
 
-    def _connection(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            if self._context is not None:
-                connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
-            else:
-                connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-            self._local.connection = connection
-        return connection
+    def _new_connection(self):
+        if self._context is not None:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
-    def _drop_connection(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+    def close(self):
+        """Close the kept-alive connections."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
     def _request(self, path, method="GET", body=None):
         data = json.dumps(body).encode("utf-8") if body is not None else (b"" if method == "POST" else None)
         headers = dict(self._headers, **({"Content-Type": "application/json"} if body is not None else {}))
         for attempt in (1, 2):  # a kept-alive connection the worker closed while idle is opened again, once
-            reused = getattr(self._local, "connection", None) is not None
-            connection = self._connection()
+            try:
+                connection, reused = self._idle.get_nowait(), True
+            except queue.Empty:
+                connection, reused = self._new_connection(), False
             try:
                 connection.request(method, path, body=data, headers=headers)
                 response = connection.getresponse()
                 payload = response.read()
                 break
             except (http.client.HTTPException, OSError) as exc:
-                self._drop_connection()
+                connection.close()
                 if reused and attempt == 1 and not isinstance(exc, socket.timeout):
                     continue
                 reason = getattr(exc, "reason", None) or exc
                 raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason)) from None
+        if response.will_close:
+            connection.close()
+        else:
+            self._idle.put(connection)
         if response.status >= 300:
             try:
                 reason = json.loads(payload.decode("utf-8"))["error"]

@@ -254,13 +254,14 @@ def test_the_shared_client_keeps_one_tls_connection_and_survives_the_server_clos
     env, base = served
     client = ArchiveApi("worker0", base, env.token, 5, cafile=str(env.ca.cert_file))
     client.stats()
-    first = client._local.connection.sock
+    [connection] = list(client._idle.queue)
+    first = connection.sock
     for _n in range(5):
         client.search("anything")
-    assert client._local.connection.sock is first, "each request opened a new connection"
+    assert list(client._idle.queue) == [connection] and connection.sock is first, "a request opened a new connection"
     first.shutdown(socket.SHUT_RDWR)  # as when the server closes an idle connection
     assert client.stats()["server_id"] == 0
-    assert client._local.connection.sock is not first
+    assert [c.sock for c in client._idle.queue] != [first]
     with pytest.raises(ArchiveApiError, match=r"HTTP 404: no such endpoint /api/v1/nothing"):
         client._request("/api/v1/nothing", "POST", {"padding": "x" * 5000})
     assert client.stats()["server_id"] == 0, "the unread body of the last request broke the connection"

@@ -89,7 +89,7 @@ def authenticate(clients, authorization: str) -> Optional[Client]:
     The header's token is hashed once and compared with every client's hash
     in constant time, so neither a name nor a prefix leaks through timing.
     """
-    scheme, _, token = (authorization or "").partition(" ")
+    scheme, _space, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     digest = hashlib.sha256(token.strip().encode("utf-8", "replace")).digest()

@@ -81,6 +81,7 @@ bench: export PYTHONPATH := $(CURDIR)/src
 bench: venv deps-store
 	python bench/cluster.py
 	$(PY_DEBIAN) bench/search.py -n 1000000 --queries 30
+	$(PY_DEBIAN) bench/api_tls.py --queries 300
 	python bench/cluster_search.py load
 	python bench/cluster_search.py run
 

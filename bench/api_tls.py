@@ -13,7 +13,6 @@ whether both found the same messages.
 """
 
 import argparse
-import hashlib
 import secrets
 import socketserver
 import subprocess
@@ -73,7 +72,7 @@ def main():
         tmp = Path(tmp)
         cert, key = certificate(tmp)
         token = secrets.token_hex(32)
-        (tmp / "api.clients").write_text(f"bench sha256:{hashlib.sha256(token.encode()).hexdigest()} read\n")
+        (tmp / "api.clients").write_text(f"bench {access.token_hash(token)} read\n")
         clients = access.load_clients(tmp / "api.clients")
         log = access.AccessLog(tmp / "access.log")
         tls = [serve(ApiServer, conf, clients, tls_context(cert, key), log) for _n in range(WORKERS)]

@@ -5,7 +5,6 @@ postfix's virtual(8) does, so a message really travels SMTP -> spool ->
 store before a module sees it.
 """
 
-import hashlib
 import os
 import secrets
 import smtplib
@@ -13,6 +12,8 @@ import subprocess
 import time
 
 from aiosmtpd.controller import Controller
+
+from archive_store.access import token_hash
 
 from helpers import Service, accepts_tcp, answers_http, free_tcp_port, store_environment, wait_until
 from pki import CA
@@ -45,7 +46,7 @@ class StoreSite:
             (self.spool / sub).mkdir(parents=True)
         # One client with every scope it needs; the site CA of this store alone.
         self.token = secrets.token_hex(32)
-        (base / "api.clients").write_text(f"controller sha256:{hashlib.sha256(self.token.encode()).hexdigest()} "
+        (base / "api.clients").write_text(f"controller {token_hash(self.token)} "
                                           "read,probes,holds\n")
         self.ca = CA(base / "pki")
         cert_file, key_file = self.ca.issue(name)

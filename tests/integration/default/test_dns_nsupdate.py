@@ -8,7 +8,6 @@ sets, the A records and dns_extra_records there; dnspython reads them back.
 
 import base64
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import dns.resolver
 import pytest
 
 from helpers import ROOT, docker_exec, wait_until
+from module_runner import environment
 
 NS = "ns"
 PORT = 5353
@@ -110,9 +110,7 @@ def push(tmp_path, address, secret, extra_records, *args):
         "dns_extra_records": extra_records,
     }
     (tmp_path / "vars.json").write_text(json.dumps(variables))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
-               ANSIBLE_GATHERING="explicit")
+    env = dict(environment(), ANSIBLE_GATHERING="explicit")
     proc = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'vars.json'}",
                            "--limit", "dns", "--tags", "dns", "site.yml", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)

@@ -5,24 +5,30 @@ SHELL := /bin/bash
 PY_DEBIAN := /usr/bin/python3
 VENV := $(CURDIR)/.venv
 STORE_DEBS := python3-zstandard python3-cryptography python3-pytest python3-hypothesis shellcheck
+# What the ui role installs on a UI host (besides nginx), so the interface's tests run on the same code.
+WEB_DEBS := python3-flask python3-gunicorn python3-argon2 python3-bleach python3-ldap3
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 LAB := -i inventories/lab
 LAB_DR := -i inventories/lab-dr
 
-.PHONY: test-faults collection test test-store test-unit lint sanity molecule lab lab-down venv images deps-store bench
+.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store bench
 
 ## make test: every test CI runs
-test: lint sanity test-store test-unit collection molecule
+test: lint sanity test-store test-web test-unit collection molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
-	@missing=""; for p in $(STORE_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(STORE_DEBS) $(WEB_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 test-store: deps-store
 	$(PY_DEBIAN) -m pytest -q tests/store
+
+## The web interface over two real stores, on Debian's python3 and packages, as on a UI host.
+test-web: deps-store
+	$(PY_DEBIAN) -m pytest -q tests/web
 
 ## The controller's pinned tools.
 venv: $(VENV)/.installed

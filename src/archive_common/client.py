@@ -35,7 +35,16 @@ def tls_context(cafile=None):
 
 
 class ArchiveApiError(Exception):
-    """One line naming the worker, the request and what went wrong."""
+    """One line naming the worker, the request and what went wrong.
+
+    ``status`` is the HTTP status the worker answered, or None when it did not answer;
+    ``reason`` is the worker's own error message, if it gave one.
+    """
+
+    def __init__(self, message, status=None, reason=""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
 
 
 class ArchiveApi(object):
@@ -100,7 +109,7 @@ class ArchiveApi(object):
             except (ValueError, KeyError, TypeError):
                 reason = ""
             raise ArchiveApiError("%s: %s %s answered HTTP %s%s" % (
-                self.name, method, path, response.status, (": " + reason) if reason else ""))
+                self.name, method, path, response.status, (": " + reason) if reason else ""), response.status, reason)
         return payload
 
     def get_json(self, path):
@@ -109,8 +118,11 @@ class ArchiveApi(object):
         except ValueError as exc:
             raise ArchiveApiError("%s: GET %s answered something other than JSON: %s" % (self.name, path, exc)) from None
 
-    def search(self, query, limit=MAX_PAGE, offset=0):
-        return self.get_json("/api/v1/search?q=%s&limit=%d&offset=%d" % (quote(query), limit, offset))["results"]
+    def search(self, query, limit=MAX_PAGE, offset=0, participants=()):
+        """Matches, newest first; with ``participants``, only messages one of those addresses took part in."""
+        path = "/api/v1/search?q=%s&limit=%d&offset=%d" % (quote(query), limit, offset)
+        path += "".join("&participant=" + quote(address) for address in participants)
+        return self.get_json(path)["results"]
 
     def stats(self):
         return self.get_json("/api/v1/stats")
@@ -168,3 +180,39 @@ def search_all(apis, query, limit=50, offset=0):
                 merged.append(row)
     merged.sort(key=lambda row: row["id"], reverse=True)
     return merged[offset:offset + limit]
+
+
+def search_page(apis, query, positions=None, limit=50, participants=()):
+    """One page of the newest matches cluster-wide, for paging to any depth.
+
+    ``positions`` maps each worker's name to how many of its own matches the earlier pages took
+    (``{}`` for the first page). Each worker returns its next ``limit`` matches from there; the merge
+    keeps the newest ``limit`` by archive ID and moves each worker's position on by the rows it gave.
+    Returns ``(rows, positions, more, failed)``: ``failed`` maps each worker that did not answer to the
+    reason, and its position stays where it was; the caller must say that the page is incomplete.
+    A query the store rejects raises ArchiveApiError with status 400 and the store's reason.
+    """
+    if not apis:
+        raise ArchiveApiError("no workers to search")
+    if not 1 <= limit <= MAX_PAGE:
+        raise ArchiveApiError("limit must be between 1 and %d, got %d" % (MAX_PAGE, limit))
+    positions = dict(positions or {})
+    answers, failed = {}, {}
+    with ThreadPoolExecutor(max_workers=len(apis)) as pool:
+        pending = [(api, pool.submit(api.search, query, limit, positions.get(api.name, 0), participants)) for api in apis]
+        for api, answer in pending:
+            try:
+                answers[api.name] = answer.result()
+            except ArchiveApiError as exc:
+                if exc.status == 400:  # the query itself is wrong: every worker would say the same
+                    raise
+                failed[api.name] = str(exc)
+    merged = sorted(((row["id"], name, row) for name, rows in answers.items() for row in rows), reverse=True)[:limit]
+    taken = {}
+    for _id, name, row in merged:
+        row["worker"] = name
+        taken[name] = taken.get(name, 0) + 1
+    more = any(len(rows) > taken.get(name, 0) or len(rows) == limit for name, rows in answers.items())
+    for name, count in taken.items():
+        positions[name] = positions.get(name, 0) + count
+    return [row for _id, _name, row in merged], positions, more, failed

@@ -1,7 +1,10 @@
 """The workers' HTTPS API: one credential per client, with scopes (access.py), every read logged.
 
     GET  /api/v1/stats                 read     counts, bytes, spool backlog, license
-    GET  /api/v1/search?q=...&limit=   read     metadata of matching messages, newest first
+    GET  /api/v1/search?q=...&limit=&offset=&participant=...
+                                       read     metadata of matching messages, newest first; with
+                                                participant= (repeatable), only the messages one of
+                                                those addresses took part in (participants.py)
     GET  /api/v1/messages/<id>         read     metadata, with the raw bytes as base64 if ?raw=1
     GET  /api/v1/messages/<id>/raw     read     the raw bytes (message/rfc822)
     GET  /api/v1/list?since=&until=&after=&limit=
@@ -238,9 +241,10 @@ class Handler(_Base):
         if parts == ["api", "v1", "search"]:
             limit = min(int(query.get("limit", ["50"])[0]), MAX_LIMIT)
             offset = int(query.get("offset", ["0"])[0])
-            text = query.get("q", [""])[0]
-            results = store.index.search(text, limit=limit, offset=offset)
-            self._logged(client, f"search q={text!r} offset={offset}", ids=[r["id"] for r in results])
+            text, involving = query.get("q", [""])[0], query.get("participant", [])
+            results = store.index.search(text, limit=limit, offset=offset, involving=involving)
+            self._logged(client, f"search q={text!r} offset={offset}" + (f" participants={involving!r}" if involving else ""),
+                         ids=[r["id"] for r in results])
             return self._json(200, {"server_id": store.config.server_id, "results": results})
         if parts == ["api", "v1", "list"]:
             since, until = int(query.get("since", ["0"])[0]), int(query.get("until", [str(2 ** 62)])[0])

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
-from archive_common import ids
+from archive_common import ids, participants
 from archive_store.errors import StoreError
 
 SCHEMA = """
@@ -79,7 +79,13 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.row_factory = sqlite3.Row
+    conn.create_function("involves", len(participants.FIELDS) + 1, _involves, deterministic=True)
     return conn
+
+
+def _involves(hdr_from, hdr_to, hdr_cc, env_to, wanted):
+    """SQL: does one of ``wanted`` (newline-separated, normalised) take part in the message?"""
+    return not participants.addresses(hdr_from, hdr_to, hdr_cc, env_to).isdisjoint(wanted.split("\n"))
 
 
 class Index:
@@ -185,8 +191,19 @@ class Index:
         out["arrivals"] = self.conn.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row["rowid"],)).fetchone()[0]
         return out
 
-    def search(self, query: str, limit: int = 50, offset: int = 0) -> List[dict]:
+    def search(self, query: str, limit: int = 50, offset: int = 0, involving: Iterable[str] = ()) -> List[dict]:
+        """Matches of ``query``, newest first; with ``involving``, only messages one of those addresses took part in."""
         match, where, params = parse_query(query)
+        wanted = sorted({participants.normalise(a) for a in involving if a.strip()})
+        if len(wanted) > participants.MAX_ADDRESSES:
+            raise StoreError(f"search: expected at most {participants.MAX_ADDRESSES} participant addresses, found {len(wanted)}")
+        if wanted:
+            # The index narrows the candidates; involves() then compares whole addresses, since the
+            # phrase "alice@example.com" also matches the tokens of bob.alice@example.com.
+            narrowing = "(" + " OR ".join("{sender recipients} : " + _phrase(a) for a in wanted) + ")"
+            match = f"({match}) AND {narrowing}" if match else narrowing
+            where.append("involves(m.hdr_from, m.hdr_to, m.hdr_cc, m.env_to, ?)")
+            params.append("\n".join(wanted))
         sql = "SELECT m.* FROM messages m"
         if match:
             sql = "SELECT m.* FROM fts JOIN messages m ON m.rowid = fts.rowid"

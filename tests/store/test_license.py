@@ -7,7 +7,7 @@ import pytest
 from archive_common import license as licensing
 from archive_common.license import LicenseError
 
-from conftest import license_line
+from storeenv import license_line
 
 NOW = 1_800_000_000  # 2027-01-15
 GOOD = dict(expiry=NOW + 90 * 86400, server_id=3)

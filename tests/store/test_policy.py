@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import license_line
+from storeenv import license_line
 from helpers import wait_until
 
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from archive_store.spool import Arrival, from_postfix
 
-from conftest import StoreEnv
+from storeenv import StoreEnv
 
 _store_env = StoreEnv(Path(tempfile.mkdtemp(prefix="archive-prop-")))
 _store = _store_env.store()

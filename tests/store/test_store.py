@@ -14,7 +14,7 @@ from archive_store import retention
 from archive_store.errors import StoreError
 from archive_store.spool import Arrival, from_postfix
 
-from conftest import corpus_files, wire_form
+from storeenv import corpus_files, wire_form
 
 
 def _subject_word(raw: bytes):

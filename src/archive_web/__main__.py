@@ -1,0 +1,5 @@
+import sys
+
+from archive_web.cli import main
+
+sys.exit(main())

@@ -13,7 +13,7 @@ export ANSIBLE_FORCE_COLOR := 0
 LAB := -i inventories/lab
 LAB_DR := -i inventories/lab-dr
 
-.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store bench
+.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store deps-browser bench
 
 ## make test: every test CI runs
 test: lint sanity test-store test-web test-unit collection molecule
@@ -58,7 +58,11 @@ lint: venv
 	yamllint -s .
 	ansible-lint --profile production
 
-molecule: venv images
+## The browser tests drive Debian's chromium (Playwright from PyPI launches it; no browser download).
+deps-browser:
+	@dpkg -s chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+molecule: venv images deps-browser
 	molecule test --all
 
 ## The fault, hostile-input and security tests: the cluster scenario, then the dr scenario (the DR
@@ -79,6 +83,8 @@ lab: venv images
 	ansible-playbook $(LAB_DR) playbooks/verify.yml
 	ansible-playbook $(LAB) lab/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
 	@cat lab/USAGE.txt
+	@printf '\nFirst auditor login: user auditor, password %s (primary) and %s (DR).\n' \
+	  "$$(cat inventories/.secrets/lab/ui-auditor-password)" "$$(cat inventories/.secrets/lab-dr/ui-auditor-password)"
 
 ## make bench: the cluster benchmarks on the running lab (make lab first); figures in docs/BENCHMARKS.md.
 ## The search benchmark's single store is built once by bench/search.py (about an hour), the

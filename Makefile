@@ -13,7 +13,7 @@ export ANSIBLE_FORCE_COLOR := 0
 LAB := -i inventories/lab
 LAB_DR := -i inventories/lab-dr
 
-.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store deps-browser bench
+.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store deps-slapd deps-browser bench
 
 ## make test: every test CI runs
 test: lint sanity test-store test-web test-unit collection molecule
@@ -26,8 +26,16 @@ deps-store:
 test-store: deps-store
 	$(PY_DEBIAN) -m pytest -q tests/store
 
+## LDAP logins are tested against Debian's slapd, started by the tests on a port of their own: the
+## package's own daemon must not start (policy-rc.d says no while it installs, unless one exists).
+deps-slapd:
+	@if ! dpkg -s slapd >/dev/null 2>&1; then \
+	  own=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd >/dev/null; \
+	  [ -z "$$own" ] || rm -f /usr/sbin/policy-rc.d; fi
+
 ## The web interface over two real stores, on Debian's python3 and packages, as on a UI host.
-test-web: deps-store
+test-web: deps-store deps-slapd
 	$(PY_DEBIAN) -m pytest -q tests/web
 
 ## The controller's pinned tools.

@@ -4,8 +4,9 @@ per-user access and an audit trail of every access.  See README.md."""
 import datetime
 import logging
 import os
+import time
 
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -37,6 +38,7 @@ def create_app(config=None) -> Flask:
     for blueprint in (auth.bp, search.bp, messages.bp, export.bp, audit.bp, admin.bp):
         app.register_blueprint(blueprint)
     app.teardown_appcontext(context.close_database)
+    app.before_request(_start_clock)
     app.before_request(auth.load_session)
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
@@ -46,7 +48,13 @@ def create_app(config=None) -> Flask:
     return app
 
 
+def _start_clock():
+    g.started = time.perf_counter()
+
+
 def _security_headers(response):
+    # The server's own time (to the first byte of a streamed export), for bench/ui.py and browsers' tools.
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.get('started', time.perf_counter())) * 1000:.1f}"
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"

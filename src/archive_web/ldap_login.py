@@ -26,9 +26,11 @@ def authenticate(settings: Ldap, username: str, password: str) -> Optional[dict]
         return None  # an empty password would be an anonymous bind, which "succeeds"
     dn = settings.user_dn.format(username=escape_rdn(username))
     tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
-    server = ldap3.Server(settings.url, use_ssl=True, tls=tls, connect_timeout=settings.timeout, get_info=ldap3.NONE)
+    # ldap3 packs the timeouts into socket options as whole seconds.
+    seconds = max(1, int(settings.timeout))
+    server = ldap3.Server(settings.url, use_ssl=True, tls=tls, connect_timeout=seconds, get_info=ldap3.NONE)
     try:
-        conn = ldap3.Connection(server, user=dn, password=password, read_only=True, receive_timeout=settings.timeout)
+        conn = ldap3.Connection(server, user=dn, password=password, read_only=True, receive_timeout=seconds)
         if not conn.bind():
             return None
         try:

@@ -64,6 +64,9 @@ def require(*roles, mail=False):
                                         expired=1 if g.get("session_expired") else None))
             if roles and not user.roles.intersection(roles):
                 abort(403)
+            if mail and not user.reads_mail:
+                abort(403, description="This account has no mail addresses, so there is no mail it may see; "
+                                       "ask an administrator to add yours.")
             if mail and not mail_allowed():
                 return redirect(url_for("auth.pending"))
             return view(*args, **kwargs)

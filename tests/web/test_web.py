@@ -204,6 +204,14 @@ def test_administrators_manage_users_and_the_change_is_audited(app):
     assert added["username"] == "adam" and added["detail"]["user"] == "henry" and PASSWORD not in json.dumps(added)
 
 
+def test_a_user_without_addresses_is_told_so_rather_than_shown_nothing(app):
+    add_user(app, "nina", ["user"], [])
+    browser = Browser(app)
+    browser.login("nina")
+    response = browser.get("/search?q=x")
+    assert response.status_code == 403 and "no mail addresses" in _text(response)
+
+
 def test_an_idle_session_expires(site, app):
     from archive_web import config, create_app
 

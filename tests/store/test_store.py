@@ -166,6 +166,30 @@ def test_search_operators(env):
         store.index.search("colour:blue")
 
 
+def test_search_involving_matches_whole_participant_addresses_only(env):
+    store = env.store()
+    store.ingest([
+        Arrival(raw=b"From: Erin <Erin@Corp.example>\r\nTo: x@corp.example\r\nSubject: hers as sender\r\n\r\nkiwi\r\n",
+                spool_name="1"),
+        Arrival(raw=b"From: y@corp.example\r\nTo: a@corp.example\r\nCc: \"Smith, E\" <erin@corp.example>\r\n"
+                    b"Subject: hers in cc\r\n\r\nkiwi\r\n", spool_name="2"),
+        Arrival(raw=b"From: y@corp.example\r\nTo: frank.erin@corp.example\r\nSubject: not hers\r\n\r\nkiwi erin@corp.example\r\n",
+                spool_name="3"),
+        Arrival(raw=b"From: y@corp.example\r\nTo: list@corp.example\r\nSubject: envelope\r\n\r\nkiwi\r\n",
+                spool_name="4", env_to=["erin@corp.example"]),
+    ])
+
+    def subjects(query, involving):
+        return sorted(r["subject"] for r in store.index.search(query, involving=involving))
+
+    assert subjects("kiwi", ["erin@corp.example"]) == ["envelope", "hers as sender", "hers in cc"]
+    assert subjects("", ["<ERIN@corp.example>"]) == ["envelope", "hers as sender", "hers in cc"]
+    assert subjects("kiwi", ["frank.erin@corp.example", "nobody@corp.example"]) == ["not hers"]
+    assert subjects("kiwi", []) == ["envelope", "hers as sender", "hers in cc", "not hers"]
+    with pytest.raises(StoreError, match="at most 50 participant addresses"):
+        store.index.search("kiwi", involving=[f"u{n}@corp.example" for n in range(51)])
+
+
 def test_verify_detects_a_flipped_byte(env):
     store = env.store()
     [outcome] = store.ingest([Arrival(raw=b"Subject: x\r\n\r\ny\r\n", spool_name="1")])

@@ -121,10 +121,18 @@ def wait_until_sent(load, count, timeout=120):
         time.sleep(0.2)
 
 
-def come_back(container, address=None, port=25):
+def come_back(container, address=None, port=25, via=None):
+    """Wait until ``container`` runs again and ``address:port`` accepts connections, from this machine or,
+    with ``via``, from that container (a worker's port 25 answers only the gateways: nftables)."""
     wait_system_running(container)
-    if address is not None:
+    if address is None:
+        return
+    if via is None:
         wait_until(lambda: accepts_tcp(address, port), f"{container} to accept connections on {port}", timeout=120)
+        return
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), 2).close()"
+    wait_until(lambda: docker("exec", via, "python3", "-c", probe, check=False).returncode == 0,
+               f"{container} to accept connections on {port} from {via}", timeout=120)
 
 
 def test_losing_one_then_two_workers_under_load_loses_nothing(site):
@@ -136,8 +144,8 @@ def test_losing_one_then_two_workers_under_load_loses_nothing(site):
         wait_until_sent(load, 1400)
         docker("start", "worker1")
         docker("start", "worker2")
-        come_back("worker1", site.ip["worker1"])
-        come_back("worker2", site.ip["worker2"])
+        come_back("worker1", site.ip["worker1"], via=site.gateways[0])
+        come_back("worker2", site.ip["worker2"], via=site.gateways[0])
 
     under_load(site, "worker loss", 2000, fault)
 

@@ -10,6 +10,7 @@ import time
 
 import dns.resolver
 
+from archive_common.client import ArchiveApiError
 from helpers import docker, wait_system_running, wait_until
 from module_runner import run_module
 
@@ -78,7 +79,7 @@ def wait_archived(site, tag, messages, timeout=90, workers=None):
         for worker in workers or site.workers:
             try:
                 rows = search(site, worker, f"token{tag}")
-            except OSError:
+            except (OSError, ArchiveApiError):  # a worker restarting (a fault test's doing): ask again
                 continue
             for row in rows:
                 found.setdefault(row["sha256"], []).append((worker, row))

@@ -6,6 +6,7 @@ to docs/screenshots/.
 """
 
 import hashlib
+import json
 import mailbox
 import re
 import secrets
@@ -55,7 +56,8 @@ def mail(site):
     wanted, found = wait_archived(site, word, messages)
     assert wanted <= set(found), "the three messages were not archived"
     ids = {name: found[hashlib.sha256(raw).hexdigest()][0][1]["id"] for name, raw in zip("ABH", messages)}
-    return {"word": word, "raw": dict(zip("ABH", messages)), "id": ids}
+    holders = {name: found[hashlib.sha256(raw).hexdigest()][0][0] for name, raw in zip("ABH", messages)}
+    return {"word": word, "raw": dict(zip("ABH", messages)), "id": ids, "worker": holders}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_the_ui_certificate_is_the_site_cas(site, ui):
         assert page.status == 200 and "Strict-Transport-Security" in page.headers
 
 
-def test_an_auditor_searches_reads_downloads_and_exports(browser, ui, mail, tmp_path):
+def test_an_auditor_searches_reads_downloads_and_exports(browser, ui, mail, site, tmp_path):
     person = Person(browser, ui, tmp_path)
     page = person.login(ui["auditor"]["username"], ui["auditor"]["password"])
     page.fill("input[name=q]", mail["word"])
@@ -127,6 +129,12 @@ def test_an_auditor_searches_reads_downloads_and_exports(browser, ui, mail, tmp_
     (tmp_path / "all.mbox").write_bytes(exported)
     ids = sorted(m["Message-ID"] for m in mailbox.mbox(str(tmp_path / "all.mbox")))
     assert ids == sorted(f"<{p}-{mail['word']}@t>" for p in "abh")
+    # The worker's own access log names the interface as the client that read message A.
+    worker = mail["worker"]["A"]
+    log = RUNNER.get_host(worker).run(f"cat {site.contract[worker]['access_log']}").stdout
+    entries = [json.loads(line) for line in log.splitlines() if mail["id"]["A"] in line]
+    assert {e["client"] for e in entries} >= {f"ui-{ui['host']}"}, entries
+    assert any(e["endpoint"] == "get raw" and e["client"] == f"ui-{ui['host']}" for e in entries)
 
 
 def test_a_user_finds_her_message_and_not_anothers_whose_url_gives_404(browser, ui, mail, tmp_path):

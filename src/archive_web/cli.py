@@ -53,10 +53,12 @@ def _sync(conn, args) -> dict:
         name = entry.get("username", "")
         changes = users.save(conn, name, entry.get("roles", ["user"]), entry.get("addresses", []), password=entry.get("password"),
                              source="inventory", disabled=bool(entry.get("disabled", False)))
-        if changes:
+        if changes.get("created"):
+            report[name] = ["created"]
+            _record(conn, "user_add", user=name, roles=sorted(entry.get("roles", ["user"])), addresses=entry.get("addresses", []))
+        elif changes:
             report[name] = sorted(changes)
-            _record(conn, "user_add" if changes.get("created") else "user_change", user=name,
-                    changes={k: v for k, v in changes.items() if k != "created"})
+            _record(conn, "user_change", user=name, changes=changes)
     if args.prune:
         names = {entry.get("username") for entry in declared}
         for user in users.all_users(conn):

@@ -55,6 +55,18 @@ def test_services_run_and_listen(host):
     elif role == "backup":
         assert host.service("ssh").is_running
         assert host.file("/srv/borg").mode == 0o700
+    elif role == "ui":
+        assert host.service("nginx").is_running and host.service("archive-web").is_running
+        assert host.socket("tcp://0.0.0.0:443").is_listening and host.socket("tcp://0.0.0.0:80").is_listening
+        # The application: an unprivileged user behind a socket only nginx's group reaches, hardened like the store.
+        assert {p.user for p in host.process.filter(comm="python3") if "gunicorn" in p.args} == {"archive-web"}
+        assert host.socket("unix:///run/archive-web/gunicorn.sock").is_listening
+        unit = host.run("systemctl show archive-web -p NoNewPrivileges -p ProtectSystem -p CapabilityBoundingSet").stdout
+        assert "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit and "CapabilityBoundingSet=\n" in unit + "\n"
+        for path, mode, user in (("/etc/archive-web/api.token", 0o640, "root"), ("/etc/archive-web/tls/key.pem", 0o600, "root"),
+                                 ("/var/lib/archive-web", 0o700, "archive-web"), ("/var/lib/archive-web/web.db", 0o600, "archive-web")):
+            f = host.file(path)
+            assert f.mode == mode and f.user == user, path
     else:
         assert role == "ns", name
         assert host.service("named").is_running

@@ -135,6 +135,20 @@ class ArchiveApi(object):
         """The message's bytes exactly as archived."""
         return self._request("/api/v1/messages/%s/raw" % quote(archive_id))
 
+    def raw_batch(self, archive_ids):
+        """{id: bytes} for many messages in one request (at most MAX_PAGE, and 64 MiB of mail); a missing one maps to None."""
+        payload = self._request("/api/v1/messages/raw", "POST", {"ids": list(archive_ids)})
+        found, at = {}, 0
+        while at < len(payload):
+            end = payload.index(b"\n", at)
+            archive_id, length = payload[at:end].decode("ascii").split(" ")
+            length = int(length)
+            if length < 0:
+                found[archive_id], at = None, end + 1
+            else:
+                found[archive_id], at = payload[end + 1:end + 1 + length], end + 2 + length
+        return found
+
     def listing(self, since, until, page=MAX_PAGE):
         """Every message archived in [since, until): dicts with id, sha256, message_id, arrived, size."""
         after = ""

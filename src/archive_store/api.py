@@ -7,6 +7,9 @@
                                                 those addresses took part in (participants.py)
     GET  /api/v1/messages/<id>         read     metadata, with the raw bytes as base64 if ?raw=1
     GET  /api/v1/messages/<id>/raw     read     the raw bytes (message/rfc822)
+    POST /api/v1/messages/raw          read     {"ids": [...]} (at most 1000, their messages at most
+                                                MAX_BATCH_BYTES together): the raw bytes of each, framed
+                                                as "<id> <length>\n<bytes>\n" (length -1: no such message)
     GET  /api/v1/list?since=&until=&after=&limit=
                                        read     id, sha256, Message-ID and arrival time of the
                                                 messages archived in [since, until), by id
@@ -37,6 +40,7 @@ from archive_store.store import Store
 log = logging.getLogger("archive_store.api")
 MAX_LIMIT = 1000
 MAX_BODY = 64 * 1024
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 30
 
 
@@ -184,6 +188,8 @@ class Handler(_Base):
             return self._purge_probes(parts[3])
         if parts in (["api", "v1", "holds"], ["api", "v1", "holds", "remove"]):
             return self._change_hold(body, remove=len(parts) == 4)
+        if parts == ["api", "v1", "messages", "raw"]:
+            return self._raw_batch(body)
         return self._json(404, {"error": f"no such endpoint {self.path}"})
 
     def _writer(self, change):
@@ -223,6 +229,33 @@ class Handler(_Base):
         except StoreError as exc:
             return self._json(400, {"error": str(exc)})
         return self._json(200, {"server_id": config.server_id, "holds": holds.load()})
+
+    def _raw_batch(self, data):
+        """Many messages' bytes in one answer: an export fetches thousands, and a request each cost more than the mail."""
+        client = self._client("read")
+        if client is None:
+            return None
+        store = self.server.store
+        try:
+            wanted = self._json_object(data).get("ids")
+            if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted) or not 0 < len(wanted) <= MAX_LIMIT:
+                raise StoreError(f"raw batch: expected {{\"ids\": [...]}} with 1 to {MAX_LIMIT} archive IDs")
+            with self.server.lock:
+                rows = {i: store.index.get(i) for i in wanted}
+                total = sum(row["size"] for row in rows.values() if row)
+                if total > MAX_BATCH_BYTES:
+                    raise StoreError(f"raw batch: expected at most {MAX_BATCH_BYTES} bytes of mail per request, "
+                                     f"these {len(wanted)} messages hold {total}; ask for fewer")
+                parts = []
+                for archive_id in wanted:
+                    raw = store.get_raw(archive_id) if rows[archive_id] else None
+                    parts.append(b"%s %d\n" % (archive_id.encode("ascii", "replace"), -1 if raw is None else len(raw)))
+                    if raw is not None:
+                        parts += [raw, b"\n"]
+        except StoreError as exc:
+            return self._json(400, {"error": str(exc)})
+        self._logged(client, "get raw", ids=[i for i in wanted if rows[i]])
+        return self._send(200, b"".join(parts), "application/octet-stream")
 
     def _logged(self, client, endpoint, **what):
         self.server.access_log.write(client, self.client_address[0], endpoint, **what)

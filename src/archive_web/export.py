@@ -1,11 +1,15 @@
 """Export selected messages, or every match of a query, as a zip of .eml files or as one mbox file.
 
-The export is streamed: messages are fetched from the workers a few at a time and written out at
-once, so the interface's memory does not grow with the export and no mail touches its disk.
+The export is streamed: messages are fetched from the workers in batches (one request per worker
+for up to BATCH_MESSAGES messages or BATCH_BYTES of mail, the next batch fetched while this one is
+written out), so the interface's memory does not grow with the export and no mail touches its disk.
 
     zip       <archive ID>.eml for each message, exactly as archived, then manifest.csv
     mbox      mboxrd (a ">" added to lines starting with ">*From "), LF line endings
     manifest  manifest.csv alone (from the metadata; no mail is read)
+
+Ticked messages come in the order ticked; a query's matches from the workers in turn, each worker's
+newest first (every match is read once, without a merge).
 
 manifest.csv lists archive_id, sha256, message_id, worker, size and, for the mail exported,
 whether its bytes hashed to the stored sha256.  A worker that stops answering part-way
@@ -29,7 +33,8 @@ from archive_web.search import participants_of, store_query
 
 bp = Blueprint("export", __name__)
 FORMATS = {"zip": "application/zip", "mbox": "application/mbox", "manifest": "text/csv; charset=utf-8"}
-FETCH_AHEAD = 8
+BATCH_MESSAGES = 500
+BATCH_BYTES = 24 * 1024 * 1024
 _FROM_LINE = re.compile(rb"^(>*From )", re.M)
 
 
@@ -53,7 +58,7 @@ class _Sink(io.RawIOBase):
 
 
 def selected_rows(form):
-    """The metadata rows to export: the ticked IDs, or every match of the query (all pages)."""
+    """The metadata rows to export: the ticked IDs in their order, or every match of the query, the workers in turn."""
     limit = settings().export_max_messages
     chosen = form.getlist("id")
     if chosen:
@@ -72,24 +77,81 @@ def selected_rows(form):
         query = store_query(form)
     except ValueError as exc:
         abort(400, description=str(exc))
-    positions, count = {}, 0
-    while True:
-        rows, positions, more, failed = client.search_page(workers(), query, positions, client.MAX_PAGE, participants_of(g.user))
-        if failed:
-            raise client.ArchiveApiError("export stopped: " + "; ".join(failed.values()))
-        for row in rows:
+    mine = participants_of(g.user)
+    # Every worker must answer before the first byte goes out: an export that silently lacked one would be wrong.
+    _rows, _positions, _more, failed = client.search_page(workers(), query, {}, 1, mine)
+    if failed:
+        raise client.ArchiveApiError("export refused, not every worker answers: " + "; ".join(failed.values()))
+
+    def matches(api):
+        offset = 0
+        while True:
+            page = api.search(query, client.MAX_PAGE, offset, mine)
+            for row in page:
+                row["worker"] = api.name
+                yield row
+            if len(page) < client.MAX_PAGE:
+                return
+            offset += len(page)
+
+    # The workers' matches in turn, so that each batch asks every worker at once; each match is read once.
+    count, pending = 0, [matches(api) for api in workers()]
+    while pending:
+        for each in list(pending):
+            row = next(each, None)
+            if row is None:
+                pending.remove(each)
+                continue
             count += 1
             if count > limit:
                 raise client.ArchiveApiError(f"export stopped: the query matches more than {limit} messages; narrow it")
             yield row
-        if not more:
-            return
 
 
-def _fetch(job):
-    api, row = job  # the worker is found in the request's thread: the pool's threads have no app context
-    raw = api.raw(row["id"])
-    return row, raw, hashlib.sha256(raw).hexdigest() == row["sha256"]
+def _groups(rows):
+    """Rows in groups of at most BATCH_MESSAGES and BATCH_BYTES of mail (a larger message goes alone)."""
+    group, size = [], 0
+    for row in rows:
+        if group and (len(group) == BATCH_MESSAGES or size + row["size"] > BATCH_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(row)
+        size += row["size"]
+    if group:
+        yield group
+
+
+def _fetch(pool, group):
+    """Start fetching a group's mail, one request per worker at once; returns (group, futures)."""
+    by_worker = {}
+    for row in group:  # worker_for needs the request's context, which the pool's threads lack
+        by_worker.setdefault(worker_for(row["id"]), []).append(row["id"])
+    return group, [pool.submit(api.raw_batch, wanted) for api, wanted in by_worker.items()]
+
+
+def _fetched(group, futures):
+    """(row, raw, verified) for each row of the group, in order."""
+    found = {}
+    for future in futures:
+        found.update(future.result())
+    for row in group:
+        raw = found.get(row["id"])
+        if raw is None:
+            raise client.ArchiveApiError(f"export stopped: {row['id']} is no longer on {row.get('worker', 'its worker')}")
+        yield row, raw, hashlib.sha256(raw).hexdigest() == row["sha256"]
+
+
+def _messages(rows):
+    """(row, raw, verified) for every row, the next group fetched while the caller writes this one."""
+    with ThreadPoolExecutor(max(1, len(workers()))) as pool:
+        pending = None
+        for group in _groups(rows):
+            started = _fetch(pool, group)
+            if pending is not None:
+                yield from _fetched(*pending)
+            pending = started
+        if pending is not None:
+            yield from _fetched(*pending)
 
 
 def _mbox_entry(row, raw: bytes) -> bytes:
@@ -109,17 +171,6 @@ def _manifest_line(row, verified) -> bytes:
 MANIFEST_HEADER = b"archive_id,sha256,message_id,worker,size,verified\r\n"
 
 
-def _batches(rows, size):
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def stream(kind: str, rows):
     """The export's bytes, as they are made; audits its start and its end."""
     exported, manifest = [], [MANIFEST_HEADER]
@@ -133,16 +184,14 @@ def stream(kind: str, rows):
                 exported.append(row["id"])
                 yield _manifest_line(row, None)
         else:
-            with ThreadPoolExecutor(FETCH_AHEAD) as pool:
-                for batch in _batches(rows, FETCH_AHEAD):
-                    for row, raw, verified in pool.map(_fetch, [(worker_for(row["id"]), row) for row in batch]):
-                        exported.append(row["id"])
-                        manifest.append(_manifest_line(row, verified))
-                        if archive is not None:
-                            archive.writestr(f"{row['id']}.eml", raw)
-                            yield sink.drain()
-                        else:
-                            yield _mbox_entry(row, raw)
+            for row, raw, verified in _messages(rows):
+                exported.append(row["id"])
+                manifest.append(_manifest_line(row, verified))
+                if archive is not None:
+                    archive.writestr(f"{row['id']}.eml", raw)
+                    yield sink.drain()
+                else:
+                    yield _mbox_entry(row, raw)
             if archive is not None:
                 archive.writestr("manifest.csv", b"".join(manifest))
                 archive.close()
@@ -151,6 +200,19 @@ def stream(kind: str, rows):
     finally:
         audit("export_done" if complete else "export_failed", format=kind, count=len(exported), ids=exported,
               manifest_sha256=hashlib.sha256(b"".join(manifest)).hexdigest() if kind != "manifest" else None)
+
+
+def _coalesced(chunks, size=1 << 18):
+    """Fewer, larger writes: a message's mbox entry is often smaller than a network packet."""
+    pending, held = [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 @bp.route("/export", methods=["POST"])
@@ -171,7 +233,7 @@ def export():
 
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     filename = f"archive-export-{stamp}." + {"zip": "zip", "mbox": "mbox", "manifest": "csv"}[kind]
-    response = Response(stream_with_context(stream(kind, chained())), content_type=FORMATS[kind])
+    response = Response(stream_with_context(_coalesced(stream(kind, chained()))), content_type=FORMATS[kind])
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Accel-Buffering"] = "no"  # nginx passes it on as it comes
     return response

@@ -267,3 +267,30 @@ def test_the_shared_client_keeps_one_tls_connection_and_survives_the_server_clos
     assert client.stats()["server_id"] == 0, "the unread body of the last request broke the connection"
     with pytest.raises(ArchiveApiError, match=r"HTTP 403: client reader lacks the scope 'holds'"):
         ArchiveApi("worker0", base, env.read_token, 5, cafile=str(env.ca.cert_file)).hold("a@example.org", "case")
+
+
+def test_a_raw_batch_returns_each_messages_exact_bytes_and_names_the_missing(served):
+    from archive_common.client import ArchiveApi, ArchiveApiError
+
+    env, base = served
+    sent = {}
+    for n in range(3):
+        raw = f"Message-ID: <batch-{n}@test>\r\nSubject: batch {n}\r\n\r\nline\r\n\r\n{'x' * n}\r\n".encode()
+        env.deliver(raw)
+        sent[f"<batch-{n}@test>"] = raw
+    reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
+    rows = []
+    for _n in range(100):
+        rows = reader.search("subject:batch")
+        if len(rows) == 3:
+            break
+        time.sleep(0.1)
+    missing = "4" + "0" * 35
+    found = reader.raw_batch([r["id"] for r in rows] + [missing])
+    assert {r["id"]: found[r["id"]] for r in rows} == {r["id"]: sent[r["message_id"]] for r in rows}
+    assert found[missing] is None
+    logged = [json.loads(line) for line in env.access_log.read_text().splitlines()]
+    assert logged[-1]["client"] == "reader" and sorted(logged[-1]["ids"]) == sorted(r["id"] for r in rows)
+    with pytest.raises(ArchiveApiError, match="1 to 1000 archive IDs") as err:
+        reader.raw_batch(["x"] * 1001)
+    assert err.value.status == 400

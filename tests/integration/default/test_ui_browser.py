@@ -189,8 +189,8 @@ def test_the_audit_trail_names_each_action_and_a_removed_row_is_found(browser, u
         assert re.search(rf"\b{action}\b", text), action
     assert "erin" in text
     assert sh(ui["host"], "archive_web audit verify").returncode == 0
-    removed = sh(ui["host"], "python3 -c \"import sqlite3; c = sqlite3.connect('/var/lib/archive-web/web.db'); "
-                       "c.execute('DELETE FROM audit WHERE seq = 3'); c.commit()\"")
+    delete = "import sqlite3; c = sqlite3.connect('/var/lib/archive-web/web.db'); c.execute('DELETE FROM audit WHERE seq = 3'); c.commit()"
+    removed = sh(ui["host"], f'python3 -c "{delete}"')
     assert removed.returncode == 0, removed.stderr
     broken = sh(ui["host"], "archive_web audit verify")
     assert broken.returncode == 2 and "row 3 is missing" in broken.stderr

@@ -104,6 +104,7 @@ bench: venv deps-store
 	$(PY_DEBIAN) bench/api_tls.py --queries 300
 	python bench/cluster_search.py load
 	python bench/cluster_search.py run
+	python bench/ui.py --export-query botanelo
 
 lab-down: venv
 	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false

@@ -95,14 +95,16 @@ def main():
     sampler = threading.Thread(target=rss_sampler, args=(args.container, stop, peak), daemon=True)
     sampler.start()
     query = args.export_query or words[0]
-    started, size, messages = time.perf_counter(), 0, 0
+    started, size, messages, carried = time.perf_counter(), 0, 0, b"\n"  # the stream begins with a From line
     with session.post("/export", {"q": query, "format": "mbox"}) as response:
         while True:
             chunk = response.read(1 << 20)
             if not chunk:
                 break
             size += len(chunk)
-            messages += chunk.count(b"\nFrom ") + (1 if size == len(chunk) and chunk.startswith(b"From ") else 0)
+            data = carried + chunk  # a separator split across two reads is counted once
+            messages += data.count(b"\nFrom ")
+            carried = data[-5:]
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()

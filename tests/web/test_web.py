@@ -285,3 +285,14 @@ def test_users_sync_applies_the_declared_accounts_once(site, app):
         json.loads(pruned.stdout)["users"]["jon"] == ["removed"]
     bad = cli(site, "users", "sync", stdin="not json")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "invalid JSON" in bad.stderr
+
+
+def test_mbox_entries_escape_from_lines_the_mboxrd_way():
+    from archive_common import ids
+    from archive_web.export import _mbox_entry
+
+    raw = b"Subject: x\r\n\r\nFrom here on\r\n>From quoted\r\nnot From\r\n"
+    entry = _mbox_entry({"id": ids.new_id(3), "env_from": "a b@example.com"}, raw)
+    first, rest = entry.split(b"\n", 1)
+    assert first.startswith(b"From a_b@example.com ")
+    assert rest == b"Subject: x\n\n>From here on\n>>From quoted\nnot From\n\n"

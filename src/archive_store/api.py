@@ -1,10 +1,11 @@
 """The workers' HTTPS API: one credential per client, with scopes (access.py), every read logged.
 
     GET  /api/v1/stats                 read     counts, bytes, spool backlog, license
-    GET  /api/v1/search?q=...&limit=&offset=&participant=...
+    GET  /api/v1/search?q=...&limit=&offset=&participant=...&brief=1
                                        read     metadata of matching messages, newest first; with
                                                 participant= (repeatable), only the messages one of
-                                                those addresses took part in (participants.py)
+                                                those addresses took part in (participants.py); with
+                                                brief=1, without attachments and arrival counts
     GET  /api/v1/messages/<id>         read     metadata, with the raw bytes as base64 if ?raw=1
     GET  /api/v1/messages/<id>/raw     read     the raw bytes (message/rfc822)
     POST /api/v1/messages/raw          read     {"ids": [...]} (at most 1000, their messages at most
@@ -275,7 +276,8 @@ class Handler(_Base):
             limit = min(int(query.get("limit", ["50"])[0]), MAX_LIMIT)
             offset = int(query.get("offset", ["0"])[0])
             text, involving = query.get("q", [""])[0], query.get("participant", [])
-            results = store.index.search(text, limit=limit, offset=offset, involving=involving)
+            results = store.index.search(text, limit=limit, offset=offset, involving=involving,
+                                         brief=query.get("brief", ["0"])[0] == "1")
             self._logged(client, f"search q={text!r} offset={offset}" + (f" participants={involving!r}" if involving else ""),
                          ids=[r["id"] for r in results])
             return self._json(200, {"server_id": store.config.server_id, "results": results})

@@ -181,9 +181,12 @@ class Index:
             " ORDER BY a.arrived LIMIT 1", (archive_id,)).fetchone()
         return [h for h in (first[0] if first else "").split("\n") if h]
 
-    def _describe(self, row: sqlite3.Row) -> dict:
+    def _describe(self, row: sqlite3.Row, brief: bool = False) -> dict:
+        """The message's metadata; ``brief`` leaves out its attachments and arrival count (two queries each)."""
         out = {c: row[c] for c in COLUMNS}
         out["env_to"] = [a for a in out["env_to"].split("\n") if a]
+        if brief:
+            return out
         out["attachments"] = [
             {"name": r[0], "size": r[1], "sha256": r[2]}
             for r in self.conn.execute("SELECT name, size, sha256 FROM attachments WHERE message = ?", (row["rowid"],))
@@ -191,8 +194,9 @@ class Index:
         out["arrivals"] = self.conn.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row["rowid"],)).fetchone()[0]
         return out
 
-    def search(self, query: str, limit: int = 50, offset: int = 0, involving: Iterable[str] = ()) -> List[dict]:
-        """Matches of ``query``, newest first; with ``involving``, only messages one of those addresses took part in."""
+    def search(self, query: str, limit: int = 50, offset: int = 0, involving: Iterable[str] = (), brief: bool = False) -> List[dict]:
+        """Matches of ``query``, newest first; with ``involving``, only messages one of those addresses took part in;
+        ``brief``: without attachments and arrival counts (an export needs neither)."""
         match, where, params = parse_query(query)
         wanted = sorted({participants.normalise(a) for a in involving if a.strip()})
         if len(wanted) > participants.MAX_ADDRESSES:
@@ -216,7 +220,7 @@ class Index:
             rows = self.conn.execute(sql, params + [int(limit), int(offset)]).fetchall()
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search {query!r}: {exc}") from None
-        return [self._describe(r) for r in rows]
+        return [self._describe(r, brief) for r in rows]
 
     def stats(self) -> dict:
         row = self.conn.execute(

@@ -83,29 +83,32 @@ def selected_rows(form):
     if failed:
         raise client.ArchiveApiError("export refused, not every worker answers: " + "; ".join(failed.values()))
 
-    def matches(api):
+    def matches(api, pool, ahead):
+        """This worker's matches; ``ahead`` is its first page, asked for already, and each next page is
+        asked for while this one is read."""
         offset = 0
-        while True:
-            page = api.search(query, client.MAX_PAGE, offset, mine)
+        while ahead is not None:
+            page = ahead.result()
+            offset += len(page)
+            ahead = pool.submit(api.search, query, client.MAX_PAGE, offset, mine, brief=True) if len(page) == client.MAX_PAGE else None
             for row in page:
                 row["worker"] = api.name
                 yield row
-            if len(page) < client.MAX_PAGE:
-                return
-            offset += len(page)
 
     # The workers' matches in turn, so that each batch asks every worker at once; each match is read once.
-    count, pending = 0, [matches(api) for api in workers()]
-    while pending:
-        for each in list(pending):
-            row = next(each, None)
-            if row is None:
-                pending.remove(each)
-                continue
-            count += 1
-            if count > limit:
-                raise client.ArchiveApiError(f"export stopped: the query matches more than {limit} messages; narrow it")
-            yield row
+    with ThreadPoolExecutor(max_workers=len(workers())) as pool:
+        pending = [matches(api, pool, pool.submit(api.search, query, client.MAX_PAGE, 0, mine, brief=True)) for api in workers()]
+        count = 0
+        while pending:
+            for each in list(pending):
+                row = next(each, None)
+                if row is None:
+                    pending.remove(each)
+                    continue
+                count += 1
+                if count > limit:
+                    raise client.ArchiveApiError(f"export stopped: the query matches more than {limit} messages; narrow it")
+                yield row
 
 
 def _groups(rows):

@@ -186,6 +186,8 @@ def test_search_involving_matches_whole_participant_addresses_only(env):
     assert subjects("", ["<ERIN@corp.example>"]) == ["envelope", "hers as sender", "hers in cc"]
     assert subjects("kiwi", ["frank.erin@corp.example", "nobody@corp.example"]) == ["not hers"]
     assert subjects("kiwi", []) == ["envelope", "hers as sender", "hers in cc", "not hers"]
+    [brief] = store.index.search("subject:envelope", brief=True)
+    assert brief["env_to"] == ["erin@corp.example"] and "attachments" not in brief and "arrivals" not in brief
     with pytest.raises(StoreError, match="at most 50 participant addresses"):
         store.index.search("kiwi", involving=[f"u{n}@corp.example" for n in range(51)])
 

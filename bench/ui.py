@@ -5,6 +5,7 @@
 Logs in as the lab's first auditor, then times:
 - the search page over every worker (the server's own time, from its Server-Timing header,
   and the time the client saw), for bench/search.py's single-word and from:+word queries;
+- paging one search 24 pages deep (past the 1,000th result), each page new and older;
 - the message page of messages those searches found;
 - a streamed mbox export of a query with at least 10,000 matches: MB/s, and the largest
   RSS of the interface's gunicorn processes meanwhile (sampled every 0.2 s in the container).
@@ -15,6 +16,7 @@ has run; with fewer, the figures are printed all the same, with the counts.
 
 import argparse
 import http.cookiejar
+import json
 import re
 import ssl
 import subprocess
@@ -84,6 +86,17 @@ def main():
             ids += re.findall(r'href="/messages/([0-9a-f]{36})"', body.decode())
         print("search page, %-13s %3d queries: server p50 %6.1f p95 %6.1f max %6.1f ms; client p95 %6.1f ms"
               % (name, len(batch), *percentiles(server), percentiles(client)[1]))
+    # Paging past the first 1,000 results: 24 pages of 50 for a common word, each page's IDs new and older.
+    seen, path, deep = [], "/search?" + urllib.parse.urlencode({"q": words[0], "format": "json"}), []
+    for _page in range(24):
+        body, s_ms, _c_ms = session.get(path)
+        page = json.loads(body)
+        seen += [row["id"] for row in page["results"]]
+        deep.append(s_ms)
+        path = page["next"]
+    assert len(seen) == len(set(seen)) == 1200 and seen == sorted(seen, reverse=True), "paging repeated or reordered results"
+    print("search paging, %r: results 1-1200 in 24 pages, each new and older; page 24 (1151-1200) server %.1f ms, "
+          "pages p95 %.1f ms" % (words[0], deep[-1], percentiles(deep)[1]))
     server, client = [], []
     for archive_id in ids[:args.views]:
         _body, s_ms, c_ms = session.get(f"/messages/{archive_id}")

@@ -71,7 +71,7 @@ def search():
         return _refused(wanted, f"The archive could not run this search: {exc.reason}", as_json)
     audit("search", query=query, start=start, results=len(rows), ids=[r["id"] for r in rows],
           incomplete=sorted(failed) or None)
-    next_url = url_for("search.search", **wanted, pos=encode_positions(after)) if more else None
+    next_url = url_for("search.search", **wanted, pos=encode_positions(after), format="json" if as_json else None) if more else None
     if as_json:
         return {"query": query, "start": start, "results": rows, "next": next_url, "incomplete": failed}
     return render_template("search.html", form=wanted, rows=rows, start=start, next_url=next_url, failed=failed,

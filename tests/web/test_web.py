@@ -171,6 +171,14 @@ def test_paging_reaches_every_match_once_in_order_across_workers(site, app):
     browser.login("audrey")
     page = browser.get("/search?q=ibis&format=json").get_json()
     assert len(page["results"]) == 23 and page["next"] is None
+    # The "next" link a person (or a script) follows: 63 messages over two workers are two pages.
+    for n in range(40):
+        site.send(n % 2, f"more {n}", body="ibis")
+    first = browser.get("/search?q=ibis&format=json").get_json()
+    second = browser.get(first["next"]).get_json()
+    ids = [r["id"] for r in first["results"] + second["results"]]
+    assert len(first["results"]) == 50 and len(second["results"]) == 13 and second["next"] is None
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 63 and second["start"] == 50
 
 
 def test_legal_holds_reach_every_worker_and_are_audited(site, app):

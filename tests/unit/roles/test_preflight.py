@@ -118,3 +118,36 @@ def test_no_api_client_for_the_controller(tmp_path):
     code, failures = preflight(tmp_path, BASE.replace("worker_server_id: 1}", f"worker_server_id: 1, worker_api_clients: {clients}}}"))
     assert ("worker1", "worker1: worker_api_clients (web1) must name each client once and include controller "
                        "(worker_api_controller_client), and worker_api_health_listen (127.0.0.1:8026) must be a loopback address") in failures
+
+
+UI = BASE + """    ui:
+      hosts:
+        web1: {mailarchive_ip: 198.18.99.30}
+"""
+
+
+def ui_preflight(tmp_path, users):
+    return preflight(tmp_path, UI.replace("web1: {mailarchive_ip: 198.18.99.30}", f"web1: {{mailarchive_ip: 198.18.99.30, ui_users: {users}}}"),
+                     tags="ui_preflight")
+
+
+def test_the_ui_preflight_names_a_bad_account(tmp_path):
+    code, failures = ui_preflight(tmp_path, '[{username: "bad name", password: "long enough password", roles: [user]},'
+                                            ' {username: cy, password: "long enough password", roles: [owner]}]')
+    messages = [msg for host, msg in failures if host == "web1"]
+    assert code != 0
+    assert any(m.startswith("web1: ui_users entry bad name needs a username") for m in messages)
+    assert any(m.startswith("web1: ui_users entry cy needs") and "found owner" in m for m in messages)
+    assert not any("long enough password" in m for m in messages)
+
+
+def test_the_ui_preflight_names_short_passwords_and_never_shows_one(tmp_path):
+    code, failures = ui_preflight(tmp_path, '[{username: ada, password: "short-pw", roles: [auditor]}, {username: dee, disabled: true},'
+                                            ' {username: eve, roles: [user]}]')
+    assert code != 0
+    assert failures == [("web1", "web1: ui_users ada, eve need a password of at least 12 characters (or disabled: true)")]
+
+
+def test_a_correct_ui_host_passes_preflight(tmp_path):
+    code, failures = preflight(tmp_path, UI, tags="ui_preflight")
+    assert (code, failures) == (0, [])

@@ -23,7 +23,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'
 
 def create_app(config=None) -> Flask:
     """The application: ``config`` is a config.Config, or read from $ARCHIVE_WEB_CONFIG or /etc/archive-web/web.conf."""
-    from archive_web import admin, audit, auth, config as configuration, context, export, messages, search
+    from archive_web import admin, audit, auth, config as configuration, context, db, export, messages, search
 
     if config is None:
         config = configuration.load(os.environ.get("ARCHIVE_WEB_CONFIG", DEFAULT_CONFIG))
@@ -33,8 +33,7 @@ def create_app(config=None) -> Flask:
     # nginx on the same host is the only client: it sets the client's address and the scheme.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
     app.extensions["archive_workers"] = context.make_workers(config)
-    with app.app_context():
-        context.database()  # creates the schema before the first request
+    db.connect(config.database, create=True).close()  # the schema, once, before the first request
     for blueprint in (auth.bp, search.bp, messages.bp, export.bp, audit.bp, admin.bp):
         app.register_blueprint(blueprint)
     app.teardown_appcontext(context.close_database)

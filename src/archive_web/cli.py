@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = configuration.load(args.config)
-        conn = db.connect(settings.database)
+        conn = db.connect(settings.database, create=True)
         return _run(conn, args)
     except (configuration.ConfigError, users.UserError) as exc:
         print(f"archive_web: {exc}", file=sys.stderr)

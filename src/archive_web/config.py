@@ -31,7 +31,7 @@ Every fault is one line naming the file, the setting and what was expected.
 """
 
 import configparser
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -74,7 +74,6 @@ class Config:
     lockout_seconds: int = 5 * 60
     export_max_messages: int = 100000
     ldap: Optional[Ldap] = None
-    extra: dict = field(default_factory=dict)
 
 
 def _number(section, key, default, path, kind=int):

@@ -52,12 +52,14 @@ CREATE INDEX IF NOT EXISTS audit_action ON audit (action, seq);
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), creating the schema on first use."""
+def connect(path: Path, create: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit); ``create``: make the database (WAL, which
+    the file keeps) and its schema first. The application does that once at start-up, not per request."""
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=15, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    if create:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
     return conn

@@ -121,8 +121,8 @@ def main():
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
-    print("mbox export of %r: %d messages, %.1f MB in %.1f s = %.1f MB/s; RSS peak of the largest interface process %.0f MB"
-          % (query, messages, size / 1e6, seconds, size / 1e6 / seconds, peak[0] / 1024))
+    print("mbox export of %r: %d messages, %.1f MB in %.1f s = %.0f msg/s, %.1f MB/s; RSS peak of the largest interface process %.0f MB"
+          % (query, messages, size / 1e6, seconds, messages / seconds, size / 1e6 / seconds, peak[0] / 1024))
 
 
 if __name__ == "__main__":

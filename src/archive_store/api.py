@@ -247,9 +247,10 @@ class Handler(_Base):
                 if total > MAX_BATCH_BYTES:
                     raise StoreError(f"raw batch: expected at most {MAX_BATCH_BYTES} bytes of mail per request, "
                                      f"these {len(wanted)} messages hold {total}; ask for fewer")
+                found = dict(store.get_raw_many([i for i in wanted if rows[i]]))
                 parts = []
                 for archive_id in wanted:
-                    raw = store.get_raw(archive_id) if rows[archive_id] else None
+                    raw = found.get(archive_id)
                     parts.append(b"%s %d\n" % (archive_id.encode("ascii", "replace"), -1 if raw is None else len(raw)))
                     if raw is not None:
                         parts += [raw, b"\n"]

@@ -50,6 +50,11 @@ class ObjectStore:
     def read(self, archive_id: str) -> bytes:
         return self.path_for(archive_id).read_bytes()
 
+    def read_many(self, archive_ids: Iterable[str]) -> Iterator[bytes]:
+        """The objects' bytes in the order asked, read several at a time: an export's
+        reads wait on the disk, one small file each, and a queue of them is faster."""
+        return self.pool.map(self.read, archive_ids)
+
     def exists(self, archive_id: str) -> bool:
         return self.path_for(archive_id).exists()
 

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from archive_common import ids
 from archive_store import crashpoints
@@ -210,6 +210,19 @@ class Store:
 
     def get_raw(self, archive_id: str) -> bytes:
         return self.open_object(archive_id)[1]
+
+    def get_raw_many(self, archive_ids: List[str]) -> Iterator[Tuple[str, bytes]]:
+        """(id, raw bytes) of each, in order, the files read ahead several at a time."""
+        for archive_id in archive_ids:
+            if not ids.is_valid(archive_id):
+                raise StoreError(f"id {archive_id!r}: expected 36 hex characters")
+        blobs = self.objects.read_many(archive_ids)
+        for archive_id in archive_ids:
+            try:
+                blob = next(blobs)
+            except FileNotFoundError:
+                raise StoreError(f"id {archive_id}: no stored object at {self.objects.path_for(archive_id)}") from None
+            yield archive_id, _unpack(self.keys.open(archive_id, blob))[1]
 
     def verify(self, archive_id: str) -> None:
         """Decrypt and re-hash one message; raise IntegrityError on any mismatch."""

@@ -294,3 +294,21 @@ def test_a_raw_batch_returns_each_messages_exact_bytes_and_names_the_missing(ser
     with pytest.raises(ArchiveApiError, match="1 to 1000 archive IDs") as err:
         reader.raw_batch(["x"] * 1001)
     assert err.value.status == 400
+
+
+def test_a_raw_batch_whose_object_is_gone_is_refused_naming_it(served):
+    from archive_common.client import ArchiveApi, ArchiveApiError
+
+    env, base = served
+    env.deliver(b"Message-ID: <gone@test>\r\nSubject: gone\r\n\r\nbody\r\n")
+    reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
+    rows = []
+    for _n in range(100):
+        rows = reader.search("subject:gone")
+        if rows:
+            break
+        time.sleep(0.1)
+    env.store(readonly=True).objects.path_for(rows[0]["id"]).unlink()
+    with pytest.raises(ArchiveApiError, match=f"no stored object.*{rows[0]['id']}") as err:
+        reader.raw_batch([rows[0]["id"]])
+    assert err.value.status == 400

@@ -179,6 +179,24 @@ def test_a_worker_that_does_not_answer_is_named(browser, ui, mail, site, tmp_pat
         sh(worker, "systemctl start archive-store")
 
 
+def test_an_export_larger_than_allowed_gets_a_readable_page_and_is_audited_as_failed(browser, ui, mail, tmp_path):
+    sh(ui["host"], "cp /etc/archive-web/web.conf /run/web.conf.saved && "
+                   "sed -i 's/^\\[web\\]$/[web]\\nexport_max_messages = 2/' /etc/archive-web/web.conf && systemctl restart archive-web")
+    try:
+        person = Person(browser, ui, tmp_path)
+        page = person.login(ui["auditor"]["username"], ui["auditor"]["password"])
+        page.goto(ui["url"] + "/search?q=" + mail["word"])  # three matches, one more than the export allows
+        with page.expect_navigation() as answer:
+            page.click("form.export-all button[value=mbox]")
+        assert answer.value.status == 400
+        assert "matches more than 2 messages" in page.inner_text("main")
+    finally:
+        sh(ui["host"], "cp /run/web.conf.saved /etc/archive-web/web.conf && systemctl restart archive-web")
+    trail = sh(ui["host"], "python3 -c \"import sqlite3; print(sqlite3.connect("
+                           "'/var/lib/archive-web/web.db').execute('SELECT action FROM audit ORDER BY seq DESC LIMIT 1').fetchone()[0])\"")
+    assert trail.stdout.split()[-1] == "export_failed", trail.stdout
+
+
 def test_the_audit_trail_names_each_action_and_a_removed_row_is_found(browser, ui, mail, tmp_path):
     person = Person(browser, ui, tmp_path)
     page = person.login(ui["auditor"]["username"], ui["auditor"]["password"])

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PY_DEBIAN := /usr/bin/python3
 VENV := $(CURDIR)/.venv
-STORE_DEBS := python3-zstandard python3-cryptography python3-pytest python3-hypothesis shellcheck
+STORE_DEBS := python3-zstandard python3-cryptography python3-prometheus-client python3-pytest python3-hypothesis shellcheck
 # What the ui role installs on a UI host (besides nginx), so the interface's tests run on the same code.
 WEB_DEBS := python3-flask python3-gunicorn python3-argon2 python3-bleach python3-ldap3
 export PATH := $(VENV)/bin:$(PATH)

@@ -12,6 +12,7 @@ Scopes:
     probes  remove one delivery_check run's probes
     holds   add and remove legal holds
     import  store imported mail
+    metrics the Prometheus metrics (metrics.py); no mail, no metadata
 
 A token that matches no line gets 401; a client without the scope an
 endpoint needs gets 403 naming the scope.  Every request that returns mail
@@ -33,7 +34,7 @@ from typing import Optional
 
 from archive_store.errors import StoreError
 
-SCOPES = ("read", "probes", "holds", "import")
+SCOPES = ("read", "probes", "holds", "import", "metrics")
 MIN_TOKEN_CHARS = 32
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")

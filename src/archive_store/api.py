@@ -19,6 +19,7 @@
     GET  /api/v1/holds                 holds    the legal holds
     POST /api/v1/holds                 holds    {"address", "reason"}: add a hold
     POST /api/v1/holds/remove          holds    {"address", "reason"}: remove a hold
+    GET  /api/v1/metrics               metrics  Prometheus's text format (metrics.py)
 
 The API speaks TLS only (the site CA's certificate for this worker).
 ``GET /health`` answers, without credentials, on the plain-HTTP health
@@ -30,11 +31,12 @@ import json
 import logging
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from archive_store import __version__, access, retention
+from archive_store import __version__, access, metrics, retention
 from archive_store.errors import StoreError
 from archive_store.store import Store
 
@@ -108,6 +110,7 @@ class _Base(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), fmt % args)
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+        self.answered = code
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -168,8 +171,26 @@ class Handler(_Base):
         return body
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
+        self._counted(self._get)
+
+    def do_POST(self):  # noqa: N802
+        self._counted(self._post)
+
+    def _counted(self, answer) -> None:
+        """Answer, and count the request by endpoint and status, with its time."""
+        started, self.answered = time.perf_counter(), 500
+        try:
+            answer()
+        finally:
+            endpoint = metrics.endpoint_label(self.path)
+            metrics.API_REQUESTS.labels(endpoint, str(self.answered)).inc()
+            metrics.API_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _get(self):
         url = urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
+        if parts == ["api", "v1", "metrics"]:
+            return self._metrics()
         client = self._client("holds" if parts == ["api", "v1", "holds"] else "read")
         if client is None:
             return None
@@ -179,7 +200,7 @@ class Handler(_Base):
         except (StoreError, ValueError) as exc:
             return self._json(400, {"error": str(exc)})
 
-    def do_POST(self):  # noqa: N802
+    def _post(self):
         try:
             body = self._read_body()
         except StoreError as exc:
@@ -192,6 +213,13 @@ class Handler(_Base):
         if parts == ["api", "v1", "messages", "raw"]:
             return self._raw_batch(body)
         return self._json(404, {"error": f"no such endpoint {self.path}"})
+
+    def _metrics(self):
+        if self._client("metrics") is None:
+            return None
+        with self.server.lock:  # the collector reads the index through the API's connection
+            body = metrics.exposition()
+        return self._send(200, body, metrics.CONTENT_TYPE)
 
     def _writer(self, change):
         """Run ``change(store)`` on a writable store under the API's lock."""

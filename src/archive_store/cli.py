@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from archive_common import license as licensing
-from archive_store import __version__, config as configuration, crypto, retention
+from archive_store import __version__, config as configuration, crypto, metrics, retention
 from archive_store.errors import StoreError
 
 log = logging.getLogger("archive_store")
@@ -35,6 +35,7 @@ def cmd_serve(args) -> int:
     ingestor = Ingestor(conf, store)
     ingestor.check_license(force=True)
     api_store = _store(args, readonly=True)
+    metrics.register(api_store, ingestor)
     server = ApiServer(conf.api_address(), api_store, access.load_clients(conf.api_clients_file), ingestor.status,
                        tls_context(conf.api_cert_file, conf.api_key_file), access.AccessLog(conf.api_access_log))
     health = HealthServer(conf.health_address()) if conf.health_listen else None
@@ -140,6 +141,8 @@ def cmd_verify(args) -> int:
             bad += 1
             print(f"FAIL {error}")
     print(f"verified {checked} messages: {checked - bad} ok, {bad} failed")
+    if args.all and not bad:
+        metrics.mark_done(store.config.verified_file)
     return 1 if bad else 0
 
 

@@ -79,6 +79,16 @@ class Config:
     def maintenance_file(self) -> Path:
         return self.data_dir / "maintenance"
 
+    @property
+    def verified_file(self) -> Path:
+        """Written when ``verify --all`` finds every message intact; its time is the metrics' last verify."""
+        return self.data_dir / "verify.done"
+
+    @property
+    def backed_up_file(self) -> Path:
+        """Written by the backup script after a backup; its time is the metrics' last backup."""
+        return self.data_dir / "backup.done"
+
     def api_address(self) -> tuple:
         return _address(self.api_listen, "api")
 

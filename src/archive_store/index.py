@@ -236,6 +236,10 @@ class Index:
             "duplicate_arrivals": max(arrivals - row[0], 0),
         }
 
+    def first_arrival(self) -> Optional[int]:
+        row = self.conn.execute("SELECT arrived FROM messages ORDER BY rowid LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def expired(self, now: int) -> List[dict]:
         rows = self.conn.execute("SELECT * FROM messages WHERE retain_until < ? ORDER BY rowid", (now,)).fetchall()
         return [self._describe(r) for r in rows]

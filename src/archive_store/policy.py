@@ -24,6 +24,7 @@ import shutil
 import socketserver
 from typing import Callable, Dict
 
+from archive_store import metrics
 from archive_store.config import Config
 
 log = logging.getLogger("archive_store.policy")
@@ -105,6 +106,7 @@ class PolicyHandler(socketserver.StreamRequestHandler):
                 attributes[name] = value
                 continue
             action = decide(self.server.config, self.server.license_error, attributes)
+            metrics.POLICY_ANSWERS.labels(metrics.policy_code(action)).inc()
             if action != "DUNNO":
                 log.warning("policy: %s from %s: %s", attributes.get("recipient", "-"),
                             attributes.get("client_address", "-"), action)

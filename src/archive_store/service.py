@@ -10,7 +10,7 @@ from typing import Optional
 
 from archive_common import license as licensing
 from archive_common.license import LicenseError
-from archive_store import crashpoints
+from archive_store import crashpoints, metrics
 from archive_store.config import Config
 from archive_store.errors import StoreError
 from archive_store.policy import maintenance
@@ -75,12 +75,20 @@ class Ingestor:
             reason = f"{exc.strerror} ({errno.errorcode.get(exc.errno, '?')})" if isinstance(exc, OSError) else str(exc)
             self.last_error = f"ingest deferred: {reason}; mail stays in the spool"
             log.error(self.last_error)
+            metrics.INGEST_ERRORS.labels("deferred").inc()
             self.store.recover()
             return 0
-        for outcome in outcomes:
+        committed = time.time()
+        for arrival, outcome in zip(arrivals, outcomes):
             log.info(outcome.log_line())
             self.stored += outcome.status == "stored"
             self.duplicates += outcome.status == "duplicate"
+            metrics.INGESTED.labels(outcome.status).inc()
+            if outcome.status == "stored":
+                metrics.INGESTED_BYTES.inc(len(arrival.raw))
+            delivered = metrics.spool_time(arrival.spool_name)
+            if delivered:
+                metrics.INGEST_LATENCY.observe(max(0.0, committed - delivered))
         crashpoints.reach("ingested")
         self._remove_later([a.spool_name for a in arrivals])
         self.last_error = ""
@@ -106,6 +114,7 @@ class Ingestor:
                     continue
                 except OSError as exc:
                     log.error("status=error spool=%s cannot read it (%s); it stays in the spool", name, exc.strerror)
+                    metrics.INGEST_ERRORS.labels("unreadable").inc()
                     continue
                 arrivals.append(from_postfix(data, name, self.config.transit_hosts))
             if arrivals or not vanished:
@@ -145,6 +154,7 @@ class Ingestor:
             except StoreError as exc:
                 self.last_error = str(exc)
                 log.error("ingest stopped for now: %s", exc)
+                metrics.INGEST_ERRORS.labels("stopped").inc()
                 took = 0
             if took:
                 backoff = idle_sleep

@@ -114,6 +114,13 @@ class Maildir:
         except FileNotFoundError:
             return 0
 
+    def oldest(self):
+        """When the oldest waiting spool file was delivered (seconds since the epoch), or None."""
+        from archive_store.metrics import spool_time
+
+        names = self.pending(1)
+        return spool_time(names[0]) if names else None
+
     def read(self, name: str) -> bytes:
         return (self.new / name).read_bytes()
 

@@ -91,6 +91,7 @@ lab: venv images
 	ansible-playbook $(LAB_DR) playbooks/verify.yml
 	ansible-playbook $(LAB) lab/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
 	@cat lab/USAGE.txt
+	@python lab/alerts.py http://198.18.10.40:9090
 	@printf '\nFirst auditor login: user auditor, password %s (primary) and %s (DR).\n' \
 	  "$$(cat inventories/.secrets/lab/ui-auditor-password)" "$$(cat inventories/.secrets/lab-dr/ui-auditor-password)"
 

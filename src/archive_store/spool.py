@@ -118,8 +118,11 @@ class Maildir:
         """When the oldest waiting spool file was delivered (seconds since the epoch), or None."""
         from archive_store.metrics import spool_time
 
-        names = self.pending(1)
-        return spool_time(names[0]) if names else None
+        try:
+            oldest = min((entry.name for entry in os.scandir(self.new) if not entry.name.startswith(".")), default=None)
+        except FileNotFoundError:
+            return None
+        return spool_time(oldest) if oldest else None
 
     def read(self, name: str) -> bytes:
         return (self.new / name).read_bytes()

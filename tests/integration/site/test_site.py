@@ -67,6 +67,12 @@ def test_services_run_and_listen(host):
                                  ("/var/lib/archive-web", 0o700, "archive-web"), ("/var/lib/archive-web/web.db", 0o600, "archive-web")):
             f = host.file(path)
             assert f.mode == mode and f.user == user, path
+    elif role == "monitor" or role == "archive-monitor":
+        assert host.service("prometheus").is_running and host.service("prometheus-alertmanager").is_running
+        assert {p.user for p in host.process.filter(comm="prometheus")} == {"prometheus"}
+        assert host.socket("tcp://127.0.0.1:9093").is_listening and not host.socket("tcp://0.0.0.0:9093").is_listening
+        token = host.file("/etc/prometheus/archive-api.token")  # scope metrics only; readable by Prometheus, not by all
+        assert token.mode == 0o640 and token.user == "root" and token.group == "prometheus"
     else:
         assert role == "ns", name
         assert host.service("named").is_running

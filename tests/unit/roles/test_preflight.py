@@ -101,7 +101,7 @@ def test_an_api_client_with_a_short_token_or_an_address_that_is_not_ipv4(tmp_pat
     [(host, msg)] = failures
     assert host == "worker1"
     assert msg == ("worker1: worker_api_clients entry web1 needs a name, a token of at least 32 characters, scopes from "
-                   "read, probes, holds, import (found read) and IPv4 addresses (found web1.example.com)")
+                   "read, probes, holds, import, metrics (found read) and IPv4 addresses (found web1.example.com)")
     assert "shorttoken" not in str(failures)
 
 
@@ -151,3 +151,17 @@ def test_the_ui_preflight_names_short_passwords_and_never_shows_one(tmp_path):
 def test_a_correct_ui_host_passes_preflight(tmp_path):
     code, failures = preflight(tmp_path, UI, tags="ui_preflight")
     assert (code, failures) == (0, [])
+
+
+def test_monitoring_without_an_alert_destination_and_an_exporter_client_that_is_not_ipv4(tmp_path):
+    hosts = BASE + "    monitoring: {hosts: {monitor: {mailarchive_ip: 198.18.99.40}}}\n"
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "monitor.yml").write_text("monitoring_alert_email_to: ''\n")
+    (tmp_path / "host_vars" / "worker0.yml").write_text("exporters_allowed_addresses: [monitor.example.com]\n")
+    code, failures = preflight(tmp_path, hosts, tags="exporters_preflight,monitoring_preflight")
+    assert code != 0
+    assert sorted(host for host, _msg in failures) == ["monitor", "worker0"], failures
+    messages = dict(failures)
+    assert messages["monitor"].startswith("monitor: alerts need somewhere to go: monitoring_alert_webhook_urls")
+    assert messages["worker0"].startswith("worker0: exporters_listen_address must be this host's IPv4 address")
+    assert "(found [\"monitor.example.com\"])" in messages["worker0"]

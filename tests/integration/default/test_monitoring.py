@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(not RUNNER.get_hosts("monitoring"), reason="this
 @pytest.fixture(scope="module")
 def prometheus():
     host = sorted(RUNNER.get_hosts("monitoring"))[0]
-    variables = rendered(RUNNER, host, ["monitoring_listen_address", "monitoring_prometheus_port", "monitoring_site"])
-    return {"host": host, "url": f"http://{variables['monitoring_listen_address']}:{variables['monitoring_prometheus_port']}",
+    port = "monitoring_prometheus_port | default(9090)"  # the role's default, unless the inventory sets it
+    variables = rendered(RUNNER, host, ["monitoring_listen_address", port, "monitoring_site"])
+    return {"host": host, "url": f"http://{variables['monitoring_listen_address']}:{variables[port]}",
             "site": variables["monitoring_site"]}
 
 
@@ -94,22 +95,27 @@ def test_faults_fire_their_alerts_and_a_started_store_resolves(prometheus, site)
     stopped, refused = site.workers[-1], site.workers[0]
     license_file = site.contract[refused]["conf_dir"] + "/license"
     spool = site.contract[refused]["spool_dir"]
-    original = docker("exec", refused, "cat", license_file).stdout
+    original = sh(refused, f"cat {license_file}").stdout
     expired = original.replace(original.split("expiry=")[1].split(",")[0], "1715143432")
     assert not [a for a in firing(prometheus) if a["labels"]["alertname"].startswith("ArchiveStore")], firing(prometheus)
     started = time.time()
     sh(stopped, "systemctl stop archive-store")
-    docker("exec", refused, "sh", "-c", f"printf '%s' '{expired}' > {license_file}")
-    # The spool's filesystem, a 16 MB tmpfs for the test, filled to 1 MB free (the spool's own files stay beneath it).
+    sh(refused, f"printf '%s' '{expired}' > {license_file}")
+    # The spool's filesystem: a 16 MB tmpfs for the test, filled to 1 MB free, mounted while the store is stopped (its
+    # service has a mount namespace of its own); the spool's own files stay beneath it.
     user = site.contract[refused]["user"]
-    sh(refused, f"mount -t tmpfs -o size=16m,mode=0700 tmpfs {spool} && mkdir -p {spool}/Maildir/new {spool}/Maildir/cur "
-                f"{spool}/Maildir/tmp && chown -R {user}: {spool} && fallocate -l 15M {spool}/filler")
+    sh(refused, f"systemctl stop archive-store && mount -t tmpfs -o size=16m,mode=0700 tmpfs {spool} && mkdir -p "
+                f"{spool}/Maildir/new {spool}/Maildir/cur {spool}/Maildir/tmp && chown -R {user}: {spool} && "
+                f"fallocate -l 15M {spool}/filler && systemctl start archive-store")
     try:
         def alerts():
             names = {(a["labels"]["alertname"], a["labels"].get("instance")): a for a in firing(prometheus)}
             wanted = [("ArchiveStoreDown", stopped), ("ArchiveLicenseInvalid", refused), ("ArchiveStoreDiskAlmostFull", refused)]
             return names if all(w in names for w in wanted) else None
-        found = wait_for("the store-down, license and disk alerts", alerts, 150)
+        try:
+            found = wait_for("the store-down, license and disk alerts", alerts, 150)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; firing: {sorted((a['labels']['alertname'], a['labels'].get('instance')) for a in firing(prometheus))}")
         print(f"store-down, license and disk alerts firing {time.time() - started:.0f} s after the faults")
         down = found[("ArchiveStoreDown", stopped)]
         assert down["labels"]["severity"] == "critical" and down["labels"]["site"] == prometheus["site"]
@@ -125,8 +131,10 @@ def test_faults_fire_their_alerts_and_a_started_store_resolves(prometheus, site)
             return [a for a in sent if a["labels"]["alertname"] == "ArchiveStoreDown" and a["labels"]["instance"] == stopped]
         wait_for("Alertmanager's notification at the sink", notified, 90)
     finally:
-        sh(refused, f"rm -f {spool}/filler; umount {spool}")
-        docker("exec", refused, "sh", "-c", f"printf '%s' '{original}' > {license_file}")
+        # Whatever reached the small spool meanwhile goes back into the real one.
+        sh(refused, f"systemctl stop archive-store; rm -rf /root/spool-during && cp -a {spool}/Maildir/new /root/spool-during;"
+                    f" umount {spool} && cp -a /root/spool-during/. {spool}/Maildir/new/; systemctl start archive-store")
+        sh(refused, f"printf '%s' '{original}' > {license_file}")
         sh(stopped, "systemctl start archive-store")
     wait_for("ArchiveStoreDown to resolve", lambda: not [a for a in firing(prometheus) if a["labels"]["alertname"] == "ArchiveStoreDown"], 120)
     wait_for("the license to be valid again", lambda: query(prometheus, "archive_store_license_valid").get(refused) == 1.0, 120)

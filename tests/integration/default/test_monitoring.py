@@ -8,6 +8,7 @@ put back, and the store-down alert resolves.
 
 import json
 import time
+from pathlib import Path
 import urllib.parse
 import urllib.request
 
@@ -57,6 +58,13 @@ def wait_for(what, check, timeout, interval=3):
 
 def sh(host, command):
     return docker("exec", RUNNER.get_variables(host).get("ansible_host", host), "sh", "-c", command, check=False)
+
+
+def test_the_installed_alert_rules_pass_their_unit_tests(prometheus):
+    """promtool test rules (files/alert_rules_test.yml) against the rules file the role installed."""
+    tests = (Path(__file__).parent / "files" / "alert_rules_test.yml").read_text()
+    out = sh(prometheus["host"], f"cat > /root/alert_rules_test.yml <<'EOF'\n{tests}EOF\npromtool test rules /root/alert_rules_test.yml")
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
 
 
 def test_every_target_is_scraped_and_up(prometheus, site):

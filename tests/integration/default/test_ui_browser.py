@@ -31,6 +31,14 @@ def sh(host, command):
     return docker("exec", RUNNER.get_variables(host).get("ansible_host", host), "sh", "-c", command, check=False)
 
 
+# Until the restarted application answers nginx, the login page is nginx's 502.
+RESTART_WEB = ("systemctl restart archive-web && python3 -c \"import ssl, time, urllib.request\n"
+               "for _ in range(120):\n"
+               "    try:\n"
+               "        urllib.request.urlopen('https://127.0.0.1/login', context=ssl._create_unverified_context(), timeout=2); break\n"
+               "    except OSError: time.sleep(0.5)\"")
+
+
 @pytest.fixture(scope="module")
 def ui(site):
     host = sorted(RUNNER.get_hosts("ui"))[0]
@@ -181,7 +189,7 @@ def test_a_worker_that_does_not_answer_is_named(browser, ui, mail, site, tmp_pat
 
 def test_an_export_larger_than_allowed_gets_a_readable_page_and_is_audited_as_failed(browser, ui, mail, tmp_path):
     sh(ui["host"], "cp /etc/archive-web/web.conf /run/web.conf.saved && "
-                   "sed -i 's/^\\[web\\]$/[web]\\nexport_max_messages = 2/' /etc/archive-web/web.conf && systemctl restart archive-web")
+                   "sed -i 's/^\\[web\\]$/[web]\\nexport_max_messages = 2/' /etc/archive-web/web.conf && " + RESTART_WEB)
     try:
         person = Person(browser, ui, tmp_path)
         page = person.login(ui["auditor"]["username"], ui["auditor"]["password"])
@@ -191,7 +199,7 @@ def test_an_export_larger_than_allowed_gets_a_readable_page_and_is_audited_as_fa
         assert answer.value.status == 400
         assert "matches more than 2 messages" in page.inner_text("main")
     finally:
-        sh(ui["host"], "cp /run/web.conf.saved /etc/archive-web/web.conf && systemctl restart archive-web")
+        sh(ui["host"], "cp /run/web.conf.saved /etc/archive-web/web.conf && " + RESTART_WEB)
     trail = sh(ui["host"], "python3 -c \"import sqlite3; print(sqlite3.connect("
                            "'/var/lib/archive-web/web.db').execute('SELECT action FROM audit ORDER BY seq DESC LIMIT 1').fetchone()[0])\"")
     assert trail.stdout.split()[-1] == "export_failed", trail.stdout

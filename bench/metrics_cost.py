@@ -68,7 +68,7 @@ def main():
     ratios = {15: [], 1: []}
     scrapes = []
     for round_ in range(1, args.rounds + 1):
-        base, _ = run(args.n, 0)
+        base, _none = run(args.n, 0)
         print(f"round {round_}: no scraping        {base:8.1f} msg/s")
         for every in (15, 1):
             rate, times = run(args.n, every)

@@ -216,13 +216,11 @@ class Store:
         for archive_id in archive_ids:
             if not ids.is_valid(archive_id):
                 raise StoreError(f"id {archive_id!r}: expected 36 hex characters")
-        blobs = self.objects.read_many(archive_ids)
-        for archive_id in archive_ids:
-            try:
-                blob = next(blobs)
-            except FileNotFoundError:
-                raise StoreError(f"id {archive_id}: no stored object at {self.objects.path_for(archive_id)}") from None
-            yield archive_id, _unpack(self.keys.open(archive_id, blob))[1]
+        try:
+            for archive_id, blob in zip(archive_ids, self.objects.read_many(archive_ids)):
+                yield archive_id, _unpack(self.keys.open(archive_id, blob))[1]
+        except FileNotFoundError as exc:
+            raise StoreError(f"no stored object at {exc.filename}") from None
 
     def verify(self, archive_id: str) -> None:
         """Decrypt and re-hash one message; raise IntegrityError on any mismatch."""

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A local Alertmanager webhook receiver for labs and tests: each notification POSTed to it is
 appended, as one JSON line, to a file.
 

@@ -66,14 +66,6 @@ def policy_code(action: str) -> str:
     return action.split(" ", 1)[0]
 
 
-def spool_time(name: str):
-    """When virtual(8) delivered a spool file, from its Maildir name (<seconds>.V..M<microseconds>...), or None."""
-    match = re.match(r"(\d+)\.[^.]*?M(\d+)", name) or re.match(r"(\d+)\.", name)
-    if not match:
-        return None
-    return int(match.group(1)) + (int(match.group(2)) / 1e6 if match.lastindex == 2 else 0)
-
-
 def _mtime(path: Path):
     try:
         return path.stat().st_mtime
@@ -114,7 +106,7 @@ class StoreCollector:
                      _size(config.db_path, Path(f"{config.db_path}-wal")))
         yield _gauge("archive_store_last_arrival_timestamp_seconds", "When the newest message arrived.", stats["last_arrival"] or 0)
         yield _gauge("archive_store_spool_messages", "Spool files waiting to be ingested.", status["spool_backlog"])
-        oldest = self.ingestor.spool.oldest()
+        oldest = status["spool_oldest"]
         yield _gauge("archive_store_spool_oldest_age_seconds", "Age of the oldest spool file waiting (0: none).",
                      max(0.0, time.time() - oldest) if oldest else 0)
         yield _gauge("archive_store_license_valid", "1 while the license lets this worker ingest, else 0.", int(status["license"] is not None))

@@ -14,7 +14,7 @@ from archive_store import crashpoints, metrics
 from archive_store.config import Config
 from archive_store.errors import StoreError
 from archive_store.policy import maintenance
-from archive_store.spool import Maildir, from_postfix
+from archive_store.spool import Maildir, from_postfix, spool_time
 from archive_store.store import Store
 
 log = logging.getLogger("archive_store")
@@ -86,7 +86,7 @@ class Ingestor:
             metrics.INGESTED.labels(outcome.status).inc()
             if outcome.status == "stored":
                 metrics.INGESTED_BYTES.inc(len(arrival.raw))
-            delivered = metrics.spool_time(arrival.spool_name)
+            delivered = spool_time(arrival.spool_name)
             if delivered:
                 metrics.INGEST_LATENCY.observe(max(0.0, committed - delivered))
         crashpoints.reach("ingested")
@@ -164,12 +164,14 @@ class Ingestor:
 
     def status(self) -> dict:
         lic = self.license.as_dict() if self.license else None
+        backlog, oldest = self.spool.waiting()
         return {
             "ingesting": self.license is not None and not self.last_error,
             "license": lic,
             "license_error": self.license_error,
             "last_error": self.last_error,
-            "spool_backlog": self.spool.backlog(),
+            "spool_backlog": backlog,
+            "spool_oldest": oldest,
             "maintenance": maintenance(self.config),
             "stored_since_start": self.stored,
             "duplicates_since_start": self.duplicates,

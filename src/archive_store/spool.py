@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Optional, Tuple
 
 _RECEIVED_BY = re.compile(rb"\bby\s+([^\s;()]+)\s+\(Postfix\)", re.IGNORECASE)
 # Postfix ends its Received header with "; <RFC 5322 date>"; the header stops
@@ -85,6 +85,14 @@ def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str]) -> 
     return arrival
 
 
+def spool_time(name: str) -> Optional[float]:
+    """When virtual(8) delivered a spool file, from its Maildir name (<seconds>.V..M<microseconds>...), or None."""
+    match = re.match(r"(\d+)\.[^.]*?M(\d+)", name) or re.match(r"(\d+)\.", name)
+    if not match:
+        return None
+    return int(match.group(1)) + (int(match.group(2)) / 1e6 if match.lastindex == 2 else 0)
+
+
 def _received_by(text: bytes) -> bytes:
     match = _RECEIVED_BY.search(text)
     return match.group(1).lower() if match else b""
@@ -109,20 +117,19 @@ class Maildir:
         return names[:limit]
 
     def backlog(self) -> int:
-        try:
-            return sum(1 for entry in os.scandir(self.new) if not entry.name.startswith("."))
-        except FileNotFoundError:
-            return 0
+        return self.waiting()[0]
 
-    def oldest(self):
-        """When the oldest waiting spool file was delivered (seconds since the epoch), or None."""
-        from archive_store.metrics import spool_time
-
+    def waiting(self) -> Tuple[int, Optional[float]]:
+        """How many spool files wait, and when the oldest was delivered (None: none), in one listing."""
+        count, oldest = 0, None
         try:
-            oldest = min((entry.name for entry in os.scandir(self.new) if not entry.name.startswith(".")), default=None)
+            for entry in os.scandir(self.new):
+                if not entry.name.startswith("."):
+                    count += 1
+                    oldest = entry.name if oldest is None or entry.name < oldest else oldest
         except FileNotFoundError:
-            return None
-        return spool_time(oldest) if oldest else None
+            return 0, None
+        return count, spool_time(oldest) if oldest else None
 
     def read(self, name: str) -> bytes:
         return (self.new / name).read_bytes()

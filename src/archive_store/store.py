@@ -200,8 +200,7 @@ class Store:
 
     # -- reading ----------------------------------------------------------------
     def open_object(self, archive_id: str) -> Tuple[dict, bytes]:
-        if not ids.is_valid(archive_id):
-            raise StoreError(f"id {archive_id!r}: expected 36 hex characters")
+        _check_id(archive_id)
         try:
             blob = self.objects.read(archive_id)
         except FileNotFoundError:
@@ -214,8 +213,7 @@ class Store:
     def get_raw_many(self, archive_ids: List[str]) -> Iterator[Tuple[str, bytes]]:
         """(id, raw bytes) of each, in order, the files read ahead several at a time."""
         for archive_id in archive_ids:
-            if not ids.is_valid(archive_id):
-                raise StoreError(f"id {archive_id!r}: expected 36 hex characters")
+            _check_id(archive_id)
         try:
             for archive_id, blob in zip(archive_ids, self.objects.read_many(archive_ids)):
                 yield archive_id, _unpack(self.keys.open(archive_id, blob))[1]
@@ -329,3 +327,8 @@ class Store:
             self.index.remove(archive_id)
         added = self._index_objects(self.index, sorted(on_disk - known))
         return added, len(known - on_disk)
+
+
+def _check_id(archive_id: str) -> None:
+    if not ids.is_valid(archive_id):
+        raise StoreError(f"id {archive_id!r}: expected 36 hex characters")

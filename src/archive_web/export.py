@@ -2,7 +2,8 @@
 
 The export is streamed: messages are fetched from the workers in batches of up to BATCH_MESSAGES
 messages or BATCH_BYTES of mail (a request to each worker holding some, client.MAX_PAGE at most
-each), the next batch fetched while this one is written out, so the interface's memory does not grow with the export and no mail touches its disk.
+each), the next batch fetched while this one is written out, so the interface's memory does not
+grow with the export and no mail touches its disk.
 
     zip       <archive ID>.eml for each message, exactly as archived, then manifest.csv
     mbox      mboxrd (a ">" added to lines starting with ">*From "), LF line endings

@@ -7,35 +7,40 @@ VENV := $(CURDIR)/.venv
 STORE_DEBS := python3-zstandard python3-cryptography python3-prometheus-client python3-pytest python3-hypothesis shellcheck
 # What the ui role installs on a UI host (besides nginx), so the interface's tests run on the same code.
 WEB_DEBS := python3-flask python3-gunicorn python3-argon2 python3-bleach python3-ldap3
+# The importer's sources (readpst for PST files) and the tests' IMAP server; tqdm for the CLI on Debian's python3.
+IMPORT_DEBS := pst-utils python3-tqdm
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 LAB := -i inventories/lab
 LAB_DR := -i inventories/lab-dr
 
-.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store deps-slapd deps-browser bench
+.PHONY: test-faults collection test test-store test-web test-unit lint sanity molecule lab lab-down venv images deps-store deps-daemons deps-browser bench
 
 ## make test: every test CI runs
 test: lint sanity test-store test-web test-unit collection molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
-	@missing=""; for p in $(STORE_DEBS) $(WEB_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(STORE_DEBS) $(WEB_DEBS) $(IMPORT_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-test-store: deps-store
+test-store: deps-store deps-daemons
 	$(PY_DEBIAN) -m pytest -q tests/store
 
-## LDAP logins are tested against Debian's slapd, started by the tests on a port of their own: the
-## package's own daemon must not start (policy-rc.d says no while it installs, unless one exists).
-deps-slapd:
-	@if ! dpkg -s slapd >/dev/null 2>&1; then \
+## LDAP logins are tested against Debian's slapd, imports from IMAP against Debian's dovecot, each started
+## by the tests on a port of their own: the packages' own daemons must not start (policy-rc.d says no
+## while they install, unless one exists).
+DAEMON_DEBS := slapd dovecot-imapd
+deps-daemons:
+	@missing=""; for p in $(DAEMON_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  own=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  [ -z "$$own" ] || rm -f /usr/sbin/policy-rc.d; fi
 
 ## The web interface over two real stores, on Debian's python3 and packages, as on a UI host.
-test-web: deps-store deps-slapd
+test-web: deps-store deps-daemons
 	$(PY_DEBIAN) -m pytest -q tests/web
 
 ## The controller's pinned tools.

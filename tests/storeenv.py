@@ -39,12 +39,13 @@ class StoreEnv:
         self.conf_path = base / "store.conf"
         self.license_path = base / "license"
         self.spool = base / "spool" / "Maildir"
-        # The API's clients: "admin" with every scope but import and metrics, "reader" with read only,
+        # The API's clients: "admin" with every scope but import and metrics, "importer" with import only, "reader" with read only,
         # "ui" with what the web interface needs, "monitor" with metrics only.
         self.token = secrets.token_hex(32)
         self.read_token = secrets.token_hex(32)
         self.ui_token = secrets.token_hex(32)
         self.metrics_token = secrets.token_hex(32)
+        self.import_token = secrets.token_hex(32)
         self.port = 0
         self.health_port = 0
         self.policy_port = 0
@@ -56,7 +57,8 @@ class StoreEnv:
         self.clients_path.write_text(f"admin {token_hash(self.token)} read,probes,holds\n"
                                      f"reader {token_hash(self.read_token)} read\n"
                                      f"ui {token_hash(self.ui_token)} read,holds\n"
-                                     f"monitor {token_hash(self.metrics_token)} metrics\n")
+                                     f"monitor {token_hash(self.metrics_token)} metrics\n"
+                                     f"importer {token_hash(self.import_token)} import\n")
         self.ca = CA(base / "pki")
         self.cert_file, self.key_file = self.ca.issue("worker0")
         self.access_log = base / "access.log"

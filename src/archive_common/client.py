@@ -80,9 +80,13 @@ class ArchiveApi(object):
             except queue.Empty:
                 return
 
-    def _request(self, path, method="GET", body=None):
-        data = json.dumps(body).encode("utf-8") if body is not None else (b"" if method == "POST" else None)
-        headers = dict(self._headers, **({"Content-Type": "application/json"} if body is not None else {}))
+    def _request(self, path, method="GET", body=None, data=None, content_type="application/octet-stream"):
+        """The answer's bytes to a request with ``body`` as JSON, or ``data`` as they are."""
+        if body is not None:
+            data, content_type = json.dumps(body).encode("utf-8"), "application/json"
+        elif data is None and method == "POST":
+            data = b""
+        headers = dict(self._headers, **({"Content-Type": content_type} if data else {}))
         for attempt in (1, 2):  # a kept-alive connection the worker closed while idle is opened again, once
             try:
                 connection, reused = self._idle.get_nowait(), True
@@ -159,6 +163,21 @@ class ArchiveApi(object):
             if len(rows["results"]) < page:
                 return
             after = rows["results"][-1]["id"]
+
+    def known(self, digests):
+        """{sha256: archive ID} of those of these messages (by sha256, at most MAX_PAGE) this worker holds."""
+        answer = self._request("/api/v1/import/known", "POST", {"sha256": list(digests)})
+        return json.loads(answer.decode("utf-8"))["known"]
+
+    def import_batch(self, messages):
+        """Store imported messages; each is a dict with ``raw`` (bytes), ``key``, ``dated`` and ``origin``
+        (POST /api/v1/import). The worker answers once they are committed: a result per message, in order,
+        {"status": "stored" | "duplicate" | "committed-before" | "rejected", "id": ..., "reason": ...}."""
+        head = {"messages": [{"key": m["key"], "dated": m["dated"], "origin": m["origin"], "size": len(m["raw"]),
+                              "sha256": m["sha256"]} for m in messages]}
+        data = json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n" + b"".join(m["raw"] for m in messages)
+        answer = self._request("/api/v1/import", "POST", data=data)
+        return json.loads(answer.decode("utf-8"))["results"]
 
     def purge_probes(self, run):
         """Remove one delivery_check run's probes (the store writes an audit entry for each)."""

@@ -19,6 +19,10 @@
     GET  /api/v1/holds                 holds    the legal holds
     POST /api/v1/holds                 holds    {"address", "reason"}: add a hold
     POST /api/v1/holds/remove          holds    {"address", "reason"}: remove a hold
+    POST /api/v1/import                import   imported messages, stored before the answer (see
+                                                _import): a JSON line describing each, then their bytes
+    POST /api/v1/import/known          import   {"sha256": [...]} (at most 1000): which of these
+                                                messages this worker holds, {"known": {sha256: id}}
     GET  /api/v1/metrics               metrics  Prometheus's text format (metrics.py)
 
 The API speaks TLS only (the site CA's certificate for this worker).
@@ -27,8 +31,10 @@ listener, which binds a loopback address only (config.health_listen).
 """
 
 import base64
+import hashlib
 import json
 import logging
+import re
 import ssl
 import threading
 import time
@@ -37,7 +43,8 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from archive_store import __version__, access, metrics, retention
-from archive_store.errors import StoreError
+from archive_store.errors import Refused, StoreError
+from archive_store.spool import Arrival
 from archive_store.store import Store
 
 log = logging.getLogger("archive_store.api")
@@ -45,6 +52,11 @@ MAX_LIMIT = 1000
 MAX_BODY = 64 * 1024
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 30
+# An import batch's bytes of mail (one message may be larger: the store's max_message_bytes), and its description.
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+MAX_IMPORT_HEAD = 1024 * 1024
+_IMPORT_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_ORIGIN_FIELDS = ("kind", "source", "folder", "position")
 
 
 def tls_context(cert_file, key_file) -> ssl.SSLContext:
@@ -66,9 +78,10 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, store: Store, clients, status: Callable[[], dict], context: ssl.SSLContext,
-                 access_log: access.AccessLog) -> None:
+                 access_log: access.AccessLog, importer: Callable[[list], list] = None) -> None:
         super().__init__(address, Handler)
         self.store = store
+        self.importer = importer  # service.Ingestor.import_batch: stores arrivals, returns their outcomes
         self.clients = clients
         self.status = status
         self.context = context
@@ -148,17 +161,21 @@ class Handler(_Base):
             return None
         return client
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, limit: int = MAX_BODY) -> bytes:
         """The request's body, read whole before anything is answered, so that a kept-alive connection stays in step."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_BODY:
+        if not 0 <= length <= limit:
             self.close_connection = True
-            raise StoreError(f"request body: expected a Content-Length of at most {MAX_BODY} bytes, "
+            raise StoreError(f"request body: expected a Content-Length of at most {limit} bytes, "
                              f"found {self.headers.get('Content-Length')!r}")
-        return self.rfile.read(length)
+        data = self.rfile.read(length)
+        if len(data) != length:
+            self.close_connection = True
+            raise StoreError(f"request body: expected {length} bytes, the connection ended after {len(data)}")
+        return data
 
     @staticmethod
     def _json_object(data: bytes) -> dict:
@@ -201,11 +218,21 @@ class Handler(_Base):
             return self._json(400, {"error": str(exc)})
 
     def _post(self):
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        importing = parts == ["api", "v1", "import"]
+        client = self._client("import") if importing else None  # before reading a large body
+        if importing and client is None:
+            self.close_connection = True
+            return None
         try:
-            body = self._read_body()
+            body = self._read_body(MAX_IMPORT_HEAD + max(MAX_IMPORT_BYTES, self.server.store.config.max_message_bytes)
+                                   if importing else MAX_BODY)
         except StoreError as exc:
             return self._json(413, {"error": str(exc)})
-        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if importing:
+            return self._import(client, body)
+        if parts == ["api", "v1", "import", "known"]:
+            return self._known(body)
         if len(parts) == 5 and parts[:3] == ["api", "v1", "probes"] and parts[4] == "purge":
             return self._purge_probes(parts[3])
         if parts in (["api", "v1", "holds"], ["api", "v1", "holds", "remove"]):
@@ -287,6 +314,92 @@ class Handler(_Base):
         self._logged(client, "get raw", ids=[i for i in wanted if rows[i]])
         return self._send(200, b"".join(parts), "application/octet-stream")
 
+    def _import(self, client, data):
+        """Store imported messages; answer each one's outcome once the batch is committed.
+
+        The body is one JSON line, then the messages' bytes one after another::
+
+            {"messages": [{"size": 20481, "sha256": "<hex>", "key": "<the source's key for it>",
+                           "dated": 1262304000, "origin": {"kind": "mbox", "source": "old.mbox",
+                           "folder": "", "position": "byte 1234"}}, ...]}\n<bytes><bytes>...
+
+        ``key`` names the message within its source for good (the importer derives it from the source and
+        the position): a batch sent again after a lost answer finds its messages committed before.
+        Each result is {"status": "stored" | "duplicate" | "committed-before" | "rejected", "id", "reason"}.
+        """
+        config = self.server.store.config
+        try:
+            if self.server.importer is None:
+                raise Refused("this server takes no imports")
+            arrivals, results = self._import_arrivals(client, data, config.max_message_bytes)
+            taken = [position for position, arrival in enumerate(arrivals) if arrival is not None]
+            outcomes = self.server.importer([arrivals[p] for p in taken]) if taken else []
+        except Refused as exc:
+            return self._json(503, {"error": str(exc)})
+        except StoreError as exc:
+            return self._json(400, {"error": str(exc)})
+        for position, outcome in zip(taken, outcomes):
+            results[position] = {"status": outcome.status, "id": outcome.archive_id}
+        stored = [r["id"] for r in results if r["status"] == "stored"]
+        self._logged(client, "import", ids=stored, count=len(results))
+        return self._json(200, {"server_id": config.server_id, "results": results})
+
+    def _import_arrivals(self, client, data, largest):
+        """(arrivals, results) of an import body: an arrival per message to store, or None with its result set."""
+        head, newline, rest = data.partition(b"\n")
+        try:
+            described = json.loads(head)["messages"] if newline and len(head) <= MAX_IMPORT_HEAD else None
+        except (ValueError, KeyError, TypeError):
+            described = None
+        if not isinstance(described, list) or not 0 < len(described) <= MAX_LIMIT:
+            raise StoreError(f"import: expected a JSON line {{\"messages\": [...]}} of 1 to {MAX_LIMIT} messages, then their bytes")
+        arrivals, results, at, now = [], [], 0, int(time.time())
+        for number, entry in enumerate(described):
+            where = f"import: message {number}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or entry["size"] < 0:
+                raise StoreError(f"{where}: expected an object with its size in bytes")
+            key, origin = entry.get("key"), entry.get("origin")
+            if not isinstance(key, str) or not _IMPORT_KEY.match(key):
+                raise StoreError(f"{where}: expected a key of 1 to 128 letters, digits, '.', '_', ':' or '-'")
+            if not isinstance(origin, dict) or not all(isinstance(origin.get(f, ""), str) and len(origin.get(f, "")) <= 1024
+                                                       for f in _ORIGIN_FIELDS):
+                raise StoreError(f"{where}: expected an origin with {', '.join(_ORIGIN_FIELDS)} as strings")
+            dated = entry.get("dated")
+            if dated is not None and not isinstance(dated, int):
+                raise StoreError(f"{where}: expected dated as seconds since the epoch, or null")
+            raw = rest[at:at + entry["size"]]
+            at += entry["size"]
+            if len(raw) != entry["size"] or hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+                raise StoreError(f"{where}: its bytes do not match the size and sha256 described; nothing was stored")
+            if len(raw) > largest:
+                arrivals.append(None)
+                results.append({"status": "rejected", "id": "",
+                                "reason": f"{len(raw)} bytes, more than this store's limit of {largest}"})
+                continue
+            origin = {f: origin.get(f, "") for f in _ORIGIN_FIELDS}
+            origin["client"] = client.name
+            arrivals.append(Arrival(raw=raw, spool_name=f"import:{client.name}:{key}", origin=origin, dated=dated,
+                                    transit=[_import_line(origin, now)]))
+            results.append(None)
+        if at != len(rest):
+            raise StoreError(f"import: the messages described take {at} bytes, the body carries {len(rest)}; nothing was stored")
+        return arrivals, results
+
+    def _known(self, data):
+        """Which of these messages (by sha256) this worker holds: the importer's check before it sends."""
+        client = self._client("import")
+        if client is None:
+            return None
+        try:
+            wanted = self._json_object(data).get("sha256")
+            if not isinstance(wanted, list) or not all(isinstance(d, str) for d in wanted) or not 0 < len(wanted) <= MAX_LIMIT:
+                raise StoreError(f"known: expected {{\"sha256\": [...]}} with 1 to {MAX_LIMIT} digests")
+            with self.server.lock:
+                known = {digest: found[1] for digest in wanted for found in [self.server.store.index.rowid_by_sha(digest)] if found}
+        except StoreError as exc:
+            return self._json(400, {"error": str(exc)})
+        return self._json(200, {"server_id": self.server.store.config.server_id, "known": known})
+
     def _logged(self, client, endpoint, **what):
         self.server.access_log.write(client, self.client_address[0], endpoint, **what)
 
@@ -336,3 +449,10 @@ class Handler(_Base):
             row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
         self._logged(client, "get raw" if with_raw else "get metadata", ids=[archive_id])
         return self._json(200, row)
+
+
+def _import_line(origin: dict, now: int) -> str:
+    """The arrival's transit line of an imported message: who imported it, from where, when."""
+    where = " ".join(f"{field} {origin[field]}" for field in ("folder", "position") if origin[field])
+    return (f"imported by {origin['client']} from {origin['kind'] or 'unknown'} {origin['source'] or '-'}"
+            f"{' ' + where if where else ''}; {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime(now))}")

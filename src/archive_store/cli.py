@@ -37,7 +37,8 @@ def cmd_serve(args) -> int:
     api_store = _store(args, readonly=True)
     metrics.register(api_store, ingestor)
     server = ApiServer(conf.api_address(), api_store, access.load_clients(conf.api_clients_file), ingestor.status,
-                       tls_context(conf.api_cert_file, conf.api_key_file), access.AccessLog(conf.api_access_log))
+                       tls_context(conf.api_cert_file, conf.api_key_file), access.AccessLog(conf.api_access_log),
+                       importer=ingestor.import_batch)
     health = HealthServer(conf.health_address()) if conf.health_listen else None
     if health:
         threading.Thread(target=health.serve_forever, name="health", daemon=True).start()

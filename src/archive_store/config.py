@@ -11,8 +11,8 @@
     transit_hosts = archive-gw.example.com worker0.example.com
     batch_size = 200
     index_body_bytes = 262144
-
     min_free_mb = 512
+    max_message_bytes = 52000000            (the largest message POST /api/v1/import takes)
 
     [api]
     listen = 198.18.10.20:8025              (HTTPS only)
@@ -51,6 +51,7 @@ class Config:
     batch_size: int = 200
     index_body_bytes: int = 262144
     min_free_mb: int = 512
+    max_message_bytes: int = 52000000
     api_listen: str = "127.0.0.1:8025"
     api_cert_file: Path = Path("/etc/archive-store/api.crt")
     api_key_file: Path = Path("/etc/archive-store/api.key")
@@ -167,6 +168,7 @@ def load(path=None) -> Config:
         batch_size=_int(store, "batch_size", 200, low=1, high=10000, path=path),
         index_body_bytes=_int(store, "index_body_bytes", 262144, low=0, high=1 << 30, path=path),
         min_free_mb=_int(store, "min_free_mb", 512, low=0, high=1 << 30, path=path),
+        max_message_bytes=_int(store, "max_message_bytes", 52000000, low=1024, high=1 << 31, path=path),
         api_listen=api.get("listen", "127.0.0.1:8025"),
         policy_listen=policy.get("listen", ""),
         api_cert_file=Path(api.get("cert_file", "/etc/archive-store/api.crt")),

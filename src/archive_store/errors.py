@@ -7,3 +7,7 @@ class StoreError(Exception):
 
 class IntegrityError(StoreError):
     """A stored object does not decrypt or does not match its digest."""
+
+
+class Refused(StoreError):
+    """The store will not take mail now (maintenance, license, disk space, a write fault); the reason says why."""

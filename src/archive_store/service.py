@@ -12,13 +12,17 @@ from archive_common import license as licensing
 from archive_common.license import LicenseError
 from archive_store import crashpoints, metrics
 from archive_store.config import Config
-from archive_store.errors import StoreError
-from archive_store.policy import maintenance
+from archive_store.errors import Refused, StoreError
+from archive_store.policy import decide, maintenance
 from archive_store.spool import Maildir, from_postfix, spool_time
 from archive_store.store import Store
 
 log = logging.getLogger("archive_store")
 LICENSE_RECHECK_S = 60
+
+
+def _reason(exc) -> str:
+    return f"{exc.strerror} ({errno.errorcode.get(exc.errno, '?')})" if isinstance(exc, OSError) else str(exc)
 
 
 class Ingestor:
@@ -35,6 +39,8 @@ class Ingestor:
         self._license_mtime = None
         self._removing = set()
         self._removals = set()
+        # One writer at a time: the spool's batches and the API's imports share the store (and its intent file).
+        self.lock = threading.Lock()
 
     def check_license(self, force: bool = False, report: bool = True) -> bool:
         """Re-read the license when it changed or a minute passed; log changes once."""
@@ -70,22 +76,14 @@ class Ingestor:
         if not arrivals:
             return 0
         try:
-            outcomes = self.store.ingest(arrivals)
+            self._ingest(arrivals)
         except (OSError, sqlite3.Error) as exc:
-            reason = f"{exc.strerror} ({errno.errorcode.get(exc.errno, '?')})" if isinstance(exc, OSError) else str(exc)
-            self.last_error = f"ingest deferred: {reason}; mail stays in the spool"
+            self.last_error = f"ingest deferred: {_reason(exc)}; mail stays in the spool"
             log.error(self.last_error)
             metrics.INGEST_ERRORS.labels("deferred").inc()
-            self.store.recover()
             return 0
         committed = time.time()
-        for arrival, outcome in zip(arrivals, outcomes):
-            log.info(outcome.log_line())
-            self.stored += outcome.status == "stored"
-            self.duplicates += outcome.status == "duplicate"
-            metrics.INGESTED.labels(outcome.status).inc()
-            if outcome.status == "stored":
-                metrics.INGESTED_BYTES.inc(len(arrival.raw))
+        for arrival in arrivals:
             delivered = spool_time(arrival.spool_name)
             if delivered:
                 metrics.INGEST_LATENCY.observe(max(0.0, committed - delivered))
@@ -93,6 +91,40 @@ class Ingestor:
         self._remove_later([a.spool_name for a in arrivals])
         self.last_error = ""
         return len(arrivals)
+
+    def _ingest(self, arrivals) -> list:
+        """Store a batch under the writer's lock, log and count each outcome; on a fault, undo the batch and raise."""
+        with self.lock:
+            try:
+                outcomes = self.store.ingest(arrivals)
+            except (OSError, sqlite3.Error):
+                self.store.recover()
+                raise
+        for arrival, outcome in zip(arrivals, outcomes):
+            log.info(outcome.log_line())
+            self.stored += outcome.status == "stored"
+            self.duplicates += outcome.status == "duplicate"
+            metrics.INGESTED.labels(outcome.status).inc()
+            if outcome.status == "stored":
+                metrics.INGESTED_BYTES.inc(len(arrival.raw))
+        return outcomes
+
+    def import_batch(self, arrivals) -> list:
+        """Store imported messages (POST /api/v1/import) durably and return their outcomes.
+
+        Refused as a whole, with the reason, when journaled mail would be
+        refused too (maintenance, license, disk space: policy.decide), or when
+        the store cannot write; a refused batch leaves nothing behind.
+        """
+        refusal = decide(self.config, lambda: self.license_error or ("" if self.license else "no valid license"),
+                         {"request": "smtpd_access_policy", "size": str(sum(len(a.raw) for a in arrivals))})
+        if refusal != "DUNNO":
+            raise Refused(refusal.split(" ", 2)[2])
+        try:
+            return self._ingest(arrivals)
+        except (OSError, sqlite3.Error) as exc:
+            metrics.INGEST_ERRORS.labels("deferred").inc()
+            raise Refused(f"cannot store the batch now: {_reason(exc)}") from None
 
     def _read_batch(self) -> list:
         """Read the next batch of spool files into arrivals.

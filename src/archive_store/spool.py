@@ -28,13 +28,21 @@ _ENVELOPE_HEADERS = (b"return-path", b"delivered-to", b"x-original-to")
 
 @dataclass
 class Arrival:
-    """A message as it came out of the spool, ready to be stored."""
+    """A message as it came out of the spool (or an import), ready to be stored.
+
+    An imported message carries ``origin`` (its source: importing client, kind,
+    file or account, folder, position) and ``dated``: when it was first
+    received, from the IMAP internal date or the file's time, which counts for
+    retention when the message has no Date header.
+    """
 
     raw: bytes
     spool_name: str
     env_from: str = ""
     env_to: List[str] = field(default_factory=list)
     transit: List[str] = field(default_factory=list)
+    origin: Optional[dict] = None
+    dated: Optional[int] = None
 
 
 def _leading_header(data: bytes, start: int):

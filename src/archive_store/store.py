@@ -175,7 +175,7 @@ class Store:
             "stored_size": 0,
             "key_id": self.keys.active,
             "arrived": now,
-            "retain_until": retain_until or now + self.config.retention_days * 86400,
+            "retain_until": retain_until or self._retained_from(parsed.date, arrival, now) + self.config.retention_days * 86400,
             "parse_error": parsed.parse_error,
             "attachments": parsed.attachments,
             "fts_sender": f"{parsed.hdr_from} {arrival.env_from}",
@@ -185,9 +185,17 @@ class Store:
         }
 
     @staticmethod
+    def _retained_from(date: Optional[int], arrival: Arrival, now: int) -> int:
+        """When retention starts counting: journaled mail at its arrival; imported mail at its own
+        Date, else when its source received it (``dated``), never later than now."""
+        if arrival.origin is None:
+            return now
+        return min(now, date or arrival.dated or now)
+
+    @staticmethod
     def _object_meta(row: dict, arrival: Arrival) -> dict:
         """What travels inside the sealed object, so reindex needs nothing else."""
-        return {
+        meta = {
             "v": 1,
             "sha256": row["sha256"],
             "env_from": arrival.env_from,
@@ -197,6 +205,9 @@ class Store:
             "spool_name": arrival.spool_name,
             "transit": arrival.transit,
         }
+        if arrival.origin is not None:
+            meta["origin"] = arrival.origin
+        return meta
 
     # -- reading ----------------------------------------------------------------
     def open_object(self, archive_id: str) -> Tuple[dict, bytes]:
@@ -271,7 +282,7 @@ class Store:
         for archive_id in archive_ids:
             meta, raw = self.open_object(archive_id)
             arrival = Arrival(raw=raw, spool_name=meta["spool_name"], env_from=meta["env_from"],
-                              env_to=meta["env_to"], transit=meta["transit"])
+                              env_to=meta["env_to"], transit=meta["transit"], origin=meta.get("origin"))
             row = self._row(archive_id, meta["sha256"], arrival, meta["arrived"], meta["retain_until"])
             row["stored_size"] = self.objects.path_for(archive_id).stat().st_size
             row["key_id"] = Keyring.key_id_of(self.objects.read(archive_id))

@@ -1,4 +1,4 @@
-"""mailarchive-import: bring old mail into a site's workers from a terminal, with a progress bar.
+"""mailarchive-import: bring old mail into a site's workers from a terminal, with a progress meter.
 
     scripts/mailarchive-import --site inventories/.secrets/lab/import-site.json mbox old.mbox
     scripts/mailarchive-import --site SITE --username alice --password-file pw imap imaps://imap.example.com
@@ -26,7 +26,7 @@ DEFAULT_STATE_DIR = os.path.join(os.path.expanduser("~"), ".local", "state", "ma
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="mailarchive-import", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="mailarchive-import", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("kind", choices=mailsources.KINDS, help="what the source is")
     parser.add_argument("location", help="the mbox or PST file, the Maildir or .eml folder, or imaps://host[:port]")
     parser.add_argument("--site", required=True, help="the site file: the workers and the importer's token file")
@@ -39,7 +39,7 @@ def parse_args(argv):
     parser.add_argument("--folder", action="append", default=[], help="IMAP: a folder to import (repeat; default all)")
     parser.add_argument("--imap-cafile", help="IMAP: the CA file to verify the server with (default the system's)")
     parser.add_argument("--check", action="store_true", help="read the source and ask the workers, import nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (also when stderr is not a terminal)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress meter (also when stderr is not a terminal)")
     return parser.parse_args(argv)
 
 
@@ -83,27 +83,27 @@ def main(argv=None):
     state_file = importer.state_path(args.state_dir, args.kind, location + (" " + args.username if args.username else ""))
     items = mailsources.read(args.kind, location, limit=limit, mbox_format=args.mbox_format, username=args.username,
                              password=password(args), folders=args.folder, cafile=args.imap_cafile)
-    bar = tqdm(total=mailsources.size_of(args.kind, location), unit="B", unit_scale=True, unit_divisor=1000,
-               dynamic_ncols=True, disable=args.no_progress or None, desc=args.kind)
+    meter = tqdm(total=mailsources.size_of(args.kind, location), unit="B", unit_scale=True, unit_divisor=1000,
+                 dynamic_ncols=True, disable=args.no_progress or None, desc=args.kind)
     counted = [0]
 
     def progress(messages, nbytes):
         counted[0] += messages
-        bar.set_postfix_str("%d messages" % counted[0], refresh=False)
-        bar.update(nbytes)
+        meter.set_postfix_str("%d messages" % counted[0], refresh=False)
+        meter.update(nbytes)
 
     state = importer.State(state_file)
     try:
         run = importer.Importer(apis, state, progress, check_only=args.check)
         summary = run.run(items, stop_on=(mailsources.SourceError,))
     finally:
-        bar.close()
+        meter.close()
         state.close()
         for api in apis:
             api.close()
     for line in summary.lines():
         print(line)
-    rate = summary.imported / bar.format_dict["elapsed"] if bar.format_dict["elapsed"] else 0.0
+    rate = summary.imported / meter.format_dict["elapsed"] if meter.format_dict["elapsed"] else 0.0
     print("%d messages imported at %.0f msg/s; state %s" % (summary.imported, rate, state_file))
     if sum(summary.failed.values()):
         print("failures listed in %s.failures" % state_file)

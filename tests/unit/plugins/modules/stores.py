@@ -47,7 +47,7 @@ class StoreSite:
         # One client with every scope it needs; the site CA of this store alone.
         self.token = secrets.token_hex(32)
         (base / "api.clients").write_text(f"controller {token_hash(self.token)} "
-                                          "read,probes,holds\n")
+                                          "read,probes,holds,import\n")
         self.ca = CA(base / "pki")
         cert_file, key_file = self.ca.issue(name)
         self.ca_file = str(self.ca.cert_file)

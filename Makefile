@@ -95,6 +95,7 @@ lab: venv images
 	ansible-playbook $(LAB) playbooks/verify.yml -e peer_inventory=inventories/lab-dr
 	ansible-playbook $(LAB_DR) playbooks/verify.yml
 	ansible-playbook $(LAB) lab/reconcile.yml -e peer_inventory=inventories/lab-dr -e reconcile_since=-3600 -e reconcile_until=0
+	ansible-playbook $(LAB) playbooks/import.yml -e import_site_file=$(CURDIR)/inventories/.secrets/lab/import-site.json
 	@cat lab/USAGE.txt
 	@python lab/alerts.py http://198.18.10.40:9090
 	@printf '\nFirst auditor login: user auditor, password %s (primary) and %s (DR).\n' \
@@ -111,6 +112,7 @@ bench: venv deps-store
 	python bench/cluster_search.py load
 	python bench/cluster_search.py run
 	python bench/ui.py --export-query botanelo
+	python bench/import.py
 
 lab-down: venv
 	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false

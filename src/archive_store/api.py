@@ -6,7 +6,8 @@
                                                 participant= (repeatable), only the messages one of
                                                 those addresses took part in (participants.py); with
                                                 brief=1, without attachments and arrival counts
-    GET  /api/v1/messages/<id>         read     metadata, with the raw bytes as base64 if ?raw=1
+    GET  /api/v1/messages/<id>         read     metadata (imported_from: who imported it, from where,
+                                                when; "" for journaled mail), the raw bytes as base64 if ?raw=1
     GET  /api/v1/messages/<id>/raw     read     the raw bytes (message/rfc822)
     POST /api/v1/messages/raw          read     {"ids": [...]} (at most 1000, their messages at most
                                                 MAX_BATCH_BYTES together): the raw bytes of each, framed
@@ -444,6 +445,7 @@ class Handler(_Base):
             self._logged(client, "get raw", ids=[archive_id])
             return self._send(200, raw, "message/rfc822")
         row["transit"] = store.index.transit(archive_id)
+        row["imported_from"] = imported_from(row["transit"])
         with_raw = query.get("raw", ["0"])[0] == "1"
         if with_raw:
             row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
@@ -456,3 +458,8 @@ def _import_line(origin: dict, now: int) -> str:
     where = " ".join(f"{field} {origin[field]}" for field in ("folder", "position") if origin[field])
     return (f"imported by {origin['client']} from {origin['kind'] or 'unknown'} {origin['source'] or '-'}"
             f"{' ' + where if where else ''}; {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime(now))}")
+
+
+def imported_from(transit) -> str:
+    """Who imported a message, from where and when (the first arrival's line from _import_line); "" for journaled mail."""
+    return transit[0][len("imported "):] if transit and transit[0].startswith("imported by ") else ""

@@ -153,6 +153,11 @@ def test_imported_mail_is_marked_with_its_source_and_kept_from_its_own_date(site
     _worker, row = stored[sha(old)]
     assert row["retain_until"] == int(datetime(2015, 1, 1, 10, tzinfo=timezone.utc).timestamp()) + days
     assert row["transit"][0].startswith(f"imported by importer from mbox {path} position message 1 at byte 0;"), row["transit"]
+    # The API says so, for the web interface's message page.
+    env = site.envs[_worker]
+    meta = ArchiveApi("w", env.url, env.token, cafile=str(env.ca.cert_file)).message(row["id"])
+    assert meta["imported_from"] == row["transit"][0][len("imported "):]
+    assert meta["imported_from"].startswith(f"by importer from mbox {path} position message 1 at byte 0;")
     # Without a Date header, the mbox From line's time counts.
     _worker, row = stored[sha(undated)]
     assert row["retain_until"] == int(datetime(2015, 2, 2, 14, 38, 11, tzinfo=timezone.utc).timestamp()) + days

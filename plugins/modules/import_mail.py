@@ -74,7 +74,7 @@ options:
     type: path
     required: true
   max_message_bytes:
-    description: The largest message the workers take (the worker role's O(worker_message_size_limit)); larger
+    description: The largest message the workers take (the worker role's C(worker_message_size_limit)); larger
       ones fail without being sent.
     type: int
     default: 52000000

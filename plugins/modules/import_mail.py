@@ -123,6 +123,8 @@ failures:
   elements: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mailarchive.cluster.plugins.module_utils.archive_api import (
     ArchiveApiError, archive_api_argument_spec, worker_apis)
@@ -152,7 +154,7 @@ def main():
         apis = worker_apis(params)
     except ArchiveApiError as exc:
         module.fail_json(msg="import_mail: %s" % exc)
-    location = params["location"] if params["kind"] == "imap" else module.params["location"]
+    location = params["location"] if params["kind"] == "imap" else os.path.abspath(params["location"])
     state_file = importer.state_path(params["state_dir"], params["kind"],
                                      location + (" " + params["username"] if params["username"] else ""))
     items = mailsources.read(params["kind"], location, limit=params["max_message_bytes"], mbox_format=params["mbox_format"],

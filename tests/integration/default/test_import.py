@@ -2,6 +2,7 @@
 (its token, its scope, the workers' nftables), once site-wide, next to mail journaled through the gateway."""
 
 import hashlib
+import json
 import time
 
 from conftest import playbook
@@ -21,15 +22,17 @@ def test_the_shared_pst_is_imported_once_spread_over_the_workers_and_searchable(
     first = playbook_import(tmp_path, "pst", PST)
     assert first.returncode == 0, first.stdout[-3000:]
     assert "read 17, imported 17" in first.stdout, first.stdout[-3000:]
-    found = {}
-    for worker in site.workers:
-        for row in site.client(worker).search("from:hackingteam.com", 1000):
-            found[row["sha256"]] = (worker, row)
-    assert len(found) == 17
-    assert {worker for worker, _row in found.values()} == set(site.workers)
-    worker, row = next(iter(found.values()))
-    meta = site.client(worker).message(row["id"])
-    assert meta["imported_from"].startswith(f"by importer from pst {PST} folder "), meta["imported_from"]
+    # The state file names the worker and archive ID of each message; each is there and says where it came from.
+    (state,) = [path for path in tmp_path.iterdir() if path.is_file() and not path.name.endswith(".failures")]
+    entries = [json.loads(line) for line in state.read_text().splitlines()]
+    assert len(entries) == 17 and {entry["status"] for entry in entries} == {"imported"}, entries
+    assert {entry["worker"] for entry in entries} == set(site.workers)
+    for entry in entries:
+        meta = site.client(entry["worker"]).message(entry["id"])
+        assert meta["imported_from"].startswith(f"by importer from pst {PST} folder "), meta["imported_from"]
+    # The store's search finds them: 14 of the 17 were sent by support@hackingteam.com.
+    found = {row["id"] for worker in site.workers for row in site.client(worker).search("from:support@hackingteam.com", 1000)}
+    assert len(found & {entry["id"] for entry in entries}) == 14
     # A second run with a fresh state file finds every message by its digest.
     again = playbook_import(tmp_path / "again", "pst", PST)
     assert again.returncode == 0 and "read 17, imported 0 (0.0 MB), already present 17" in again.stdout, again.stdout[-3000:]

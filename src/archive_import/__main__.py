@@ -103,8 +103,11 @@ def main(argv=None):
             api.close()
     for line in summary.lines():
         print(line)
-    rate = summary.imported / meter.format_dict["elapsed"] if meter.format_dict["elapsed"] else 0.0
-    print("%d messages imported at %.0f msg/s; state %s" % (summary.imported, rate, state_file))
+    elapsed = meter.format_dict["elapsed"]
+    if summary.imported and elapsed:
+        print("%d messages imported in %.0f s (%.0f msg/s); state %s" % (summary.imported, elapsed, summary.imported / elapsed, state_file))
+    else:
+        print("nothing new imported; state %s" % state_file)
     if sum(summary.failed.values()):
         print("failures listed in %s.failures" % state_file)
     return 1 if summary.stopped or sum(summary.failed.values()) else 0

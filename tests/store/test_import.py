@@ -316,12 +316,13 @@ def test_an_importer_killed_halfway_through_5000_messages_goes_on_without_duplic
 
 
 def test_ctrl_c_and_a_lost_worker_stop_cleanly_and_the_next_run_goes_on(site, tmp_path):
-    messages = [message(n, body="x\n" * 2000) for n in range(1500)]
+    # Enough messages (30 batches) that the first committed batch leaves most of the run to interrupt.
+    messages = [message(n, body="x\n" * 500) for n in range(6000)]
     path = tmp_path / "stop.mbox"
     path.write_bytes(mbox(messages, "mboxrd"))
     state_file = Path(importer.state_path(str(site.state_dir), "mbox", str(path)))
     run = site.cli("mbox", path, wait=False)
-    wait_until(lambda: state_file.exists() and state_file.read_bytes().count(b"\n") >= 200, "some messages committed")
+    wait_until(lambda: state_file.exists() and state_file.read_bytes().count(b"\n"), "a first batch committed", interval=0.02)
     run.send_signal(signal.SIGINT)
     out = run.communicate(timeout=120)[0].decode()
     assert run.returncode == 1 and "stopped: interrupted (Ctrl-C); run the same command again to go on" in out, out
@@ -333,7 +334,7 @@ def test_ctrl_c_and_a_lost_worker_stop_cleanly_and_the_next_run_goes_on(site, tm
     done = site.cli("mbox", path)
     assert done.returncode == 0, done.stdout
     stored, rows = site.stored()
-    assert rows == 1500 and set(stored) == {sha(m) for m in messages}
+    assert rows == 6000 and set(stored) == {sha(m) for m in messages}
 
 
 # -- the store's import endpoint ---------------------------------------------------------------------------

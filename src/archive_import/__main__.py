@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -93,6 +94,7 @@ def main(argv=None):
         meter.update(nbytes)
 
     state = importer.State(state_file)
+    started = time.monotonic()
     try:
         run = importer.Importer(apis, state, progress, check_only=args.check)
         summary = run.run(items, stop_on=(mailsources.SourceError,))
@@ -103,8 +105,8 @@ def main(argv=None):
             api.close()
     for line in summary.lines():
         print(line)
-    elapsed = meter.format_dict["elapsed"]
-    if summary.imported and elapsed:
+    elapsed = time.monotonic() - started
+    if summary.imported:
         print("%d messages imported in %.0f s (%.0f msg/s); state %s" % (summary.imported, elapsed, summary.imported / elapsed, state_file))
     else:
         print("nothing new imported; state %s" % state_file)

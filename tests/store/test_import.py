@@ -79,7 +79,9 @@ class Site:
         self.write_site_file()
         argv = [str(CLI), "--site", str(self.site_file), "--state-dir", str(self.state_dir), "--no-progress", *map(str, args)]
         if not wait:
-            return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=store_environment())
+            # A command started in the background by a script inherits SIGINT ignored: give Ctrl-C back.
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=store_environment(),
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         return subprocess.run(argv, capture_output=True, text=True, env=store_environment(), timeout=600, check=False)
 
     def stored(self):

@@ -5,6 +5,9 @@ SHELL := /bin/bash
 PY_DEBIAN := /usr/bin/python3
 VENV := $(CURDIR)/.venv
 STORE_DEBS := python3-zstandard python3-cryptography python3-prometheus-client python3-pytest python3-hypothesis shellcheck
+# Attachment text (what the worker role installs), and the libraries the tests write real documents with.
+EXTRACT_DEBS := python3-pebble python3-defusedxml poppler-utils unrtf catdoc
+DOCUMENT_DEBS := python3-reportlab python3-docx python3-openpyxl python3-odf
 # What the ui role installs on a UI host (besides nginx), so the interface's tests run on the same code.
 WEB_DEBS := python3-flask python3-gunicorn python3-argon2 python3-bleach python3-ldap3
 # The importer's sources (readpst for PST files) and the tests' IMAP server; tqdm for the CLI on Debian's python3.
@@ -22,7 +25,7 @@ test: lint sanity test-store test-web test-unit collection molecule
 
 ## The archive store's tests run on Debian's python3 and packages, as on a worker.
 deps-store:
-	@missing=""; for p in $(STORE_DEBS) $(WEB_DEBS) $(IMPORT_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(STORE_DEBS) $(EXTRACT_DEBS) $(DOCUMENT_DEBS) $(WEB_DEBS) $(IMPORT_DEBS) python3-venv; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 test-store: deps-store deps-daemons

@@ -86,6 +86,10 @@ class Site:
             raw = (headers + 'Content-Type: multipart/alternative; boundary="b1"\r\n\r\n--b1\r\n'
                    "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n--b1\r\n"
                    "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n--b1--\r\n").encode()
+        return self.deliver(worker_index, raw, message_id)
+
+    def deliver(self, worker_index, raw, message_id) -> str:
+        """Deliver ``raw`` to a worker, wait until its Message-ID is searchable, return its archive ID."""
         self.workers[worker_index].deliver(raw)
         api = self.api(worker_index)
         rows = wait_until(lambda: api.search(f"msgid:{message_id}"), f"{message_id} to be archived on worker{worker_index}",

@@ -13,6 +13,14 @@
     index_body_bytes = 262144
     min_free_mb = 512
     max_message_bytes = 52000000            (the largest message POST /api/v1/import takes)
+    own_addresses = archive@archive.example.com archive@archive-gw.example.com
+                                            (the archive's own addresses: never recorded as recipients)
+
+    [extract]                               (attachment text, see textract.py)
+    workers = 2                             (extraction processes)
+    seconds = 10                            (per attachment; past it the attachment's text is left out)
+    memory_mb = 512                         (address space of each extraction process)
+    text_chars = 1048576                    (attachment text indexed per message, at most)
 
     [api]
     listen = 198.18.10.20:8025              (HTTPS only)
@@ -52,6 +60,11 @@ class Config:
     index_body_bytes: int = 262144
     min_free_mb: int = 512
     max_message_bytes: int = 52000000
+    own_addresses: list = field(default_factory=list)
+    extract_workers: int = 2
+    extract_seconds: int = 10
+    extract_memory_mb: int = 512
+    extract_text_chars: int = 1048576
     api_listen: str = "127.0.0.1:8025"
     api_cert_file: Path = Path("/etc/archive-store/api.crt")
     api_key_file: Path = Path("/etc/archive-store/api.key")
@@ -151,6 +164,7 @@ def load(path=None) -> Config:
     store = parser["store"]
     api = parser["api"] if parser.has_section("api") else parser["DEFAULT"]
     policy = parser["policy"] if parser.has_section("policy") else parser["DEFAULT"]
+    extract = parser["extract"] if parser.has_section("extract") else parser["DEFAULT"]
     hostname = store.get("hostname", "").strip().lower()
     if not hostname:
         raise StoreError(f"{path}: [store] hostname: expected the licensed archive hostname, found nothing")
@@ -169,6 +183,11 @@ def load(path=None) -> Config:
         index_body_bytes=_int(store, "index_body_bytes", 262144, low=0, high=1 << 30, path=path),
         min_free_mb=_int(store, "min_free_mb", 512, low=0, high=1 << 30, path=path),
         max_message_bytes=_int(store, "max_message_bytes", 52000000, low=1024, high=1 << 31, path=path),
+        own_addresses=sorted({a.lower() for a in store.get("own_addresses", f"archive@{hostname}").replace(",", " ").split()}),
+        extract_workers=_int(extract, "workers", 2, low=1, high=64, path=path),
+        extract_seconds=_int(extract, "seconds", 10, low=1, high=3600, path=path),
+        extract_memory_mb=_int(extract, "memory_mb", 512, low=64, high=1 << 20, path=path),
+        extract_text_chars=_int(extract, "text_chars", 1048576, low=0, high=1 << 30, path=path),
         api_listen=api.get("listen", "127.0.0.1:8025"),
         policy_listen=policy.get("listen", ""),
         api_cert_file=Path(api.get("cert_file", "/etc/archive-store/api.crt")),

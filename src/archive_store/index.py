@@ -7,6 +7,7 @@ Row ids are AUTOINCREMENT and therefore never reused.
 """
 
 import datetime
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS messages (
     key_id TEXT NOT NULL,
     arrived INTEGER NOT NULL,
     retain_until INTEGER NOT NULL,
-    parse_error TEXT NOT NULL
+    parse_error TEXT NOT NULL,
+    journal TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_arrived ON messages (arrived);
@@ -50,7 +52,9 @@ CREATE TABLE IF NOT EXISTS attachments (
     message INTEGER NOT NULL,
     name TEXT NOT NULL,
     size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
+    sha256 TEXT NOT NULL,
+    text_chars INTEGER NOT NULL DEFAULT 0,
+    note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
@@ -59,9 +63,16 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
 );
 """
 
+# Columns added since the first release: an older index gains them when opened for writing (its existing
+# rows keep the defaults until `archive-store reindex` reads their objects again).
+ADDED_COLUMNS = (
+    ("messages", "journal", "TEXT NOT NULL DEFAULT ''"),
+    ("attachments", "text_chars", "INTEGER NOT NULL DEFAULT 0"),
+    ("attachments", "note", "TEXT NOT NULL DEFAULT ''"),
+)
 COLUMNS = (
     "id", "sha256", "body_sha256", "message_id", "env_from", "env_to", "hdr_from", "hdr_to",
-    "hdr_cc", "subject", "date", "size", "stored_size", "key_id", "arrived", "retain_until", "parse_error",
+    "hdr_cc", "subject", "date", "size", "stored_size", "key_id", "arrived", "retain_until", "parse_error", "journal",
 )
 FIELD_COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject", "body": "body", "attachment": "attachments"}
 _TOKEN_RE = re.compile(r'(?:(\w+):)?("[^"]*"|\S+)')
@@ -76,11 +87,18 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
+        _add_columns(conn)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.row_factory = sqlite3.Row
     conn.create_function("involves", len(participants.FIELDS) + 1, _involves, deterministic=True)
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def _involves(hdr_from, hdr_to, hdr_cc, env_to, wanted):
@@ -139,8 +157,8 @@ class Index:
                     (rowid, msg["subject"], msg["fts_sender"], msg["fts_recipients"], msg["fts_body"], msg["fts_attachments"]),
                 )
                 cur.executemany(
-                    "INSERT INTO attachments (message, name, size, sha256) VALUES (?,?,?,?)",
-                    [(rowid, n, s, h) for n, s, h in msg["attachments"]],
+                    "INSERT INTO attachments (message, name, size, sha256, text_chars, note) VALUES (?,?,?,?,?,?)",
+                    [(rowid, *attachment) for attachment in msg["attachments"]],
                 )
             for spool_name, sha256, arrived, transit in arrivals:
                 rowid = rowids.get(sha256)
@@ -185,11 +203,12 @@ class Index:
         """The message's metadata; ``brief`` leaves out its attachments and arrival count (two queries each)."""
         out = {c: row[c] for c in COLUMNS}
         out["env_to"] = [a for a in out["env_to"].split("\n") if a]
+        out["journal"] = json.loads(out["journal"]) if out["journal"] else None
         if brief:
             return out
         out["attachments"] = [
-            {"name": r[0], "size": r[1], "sha256": r[2]}
-            for r in self.conn.execute("SELECT name, size, sha256 FROM attachments WHERE message = ?", (row["rowid"],))
+            {"name": r[0], "size": r[1], "sha256": r[2], "text_chars": r[3], "note": r[4]}
+            for r in self.conn.execute("SELECT name, size, sha256, text_chars, note FROM attachments WHERE message = ?", (row["rowid"],))
         ]
         out["arrivals"] = self.conn.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row["rowid"],)).fetchone()[0]
         return out

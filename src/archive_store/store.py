@@ -17,12 +17,13 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple
 
-from archive_common import ids
+from archive_common import ids, participants
 from archive_store import crashpoints
 from archive_store.config import Config
 from archive_store.crypto import Keyring
@@ -31,6 +32,7 @@ from archive_store.index import Index
 from archive_store.objects import ObjectStore, fsync_dir, fsync_dirs
 from archive_store.parse import extract
 from archive_store.spool import Arrival
+from archive_store.textract import Extracted, Extractor
 
 log = logging.getLogger("archive_store")
 
@@ -71,11 +73,15 @@ class Store:
         self.index = Index(config.db_path, readonly=readonly)
         self.keys = Keyring.load(config.key_file)
         self.intent = config.data_dir / "intent"
+        self._extractor: Optional[Extractor] = None
+        self._extractor_lock = threading.Lock()
         if recover and not readonly:  # a second writer beside a running ingest must not
             self.recover()              # take the ingest's open batch for a crashed one
 
     def close(self) -> None:
         self.index.close()
+        if self._extractor is not None:
+            self._extractor.close()
 
     # -- crash recovery -----------------------------------------------------
     def recover(self) -> List[str]:
@@ -157,15 +163,16 @@ class Store:
         return row, directory
 
     def _row(self, archive_id: str, sha: str, arrival: Arrival, now: int, retain_until: Optional[int] = None) -> dict:
-        parsed = extract(arrival.raw, self.config.index_body_bytes)
-        env_to = "\n".join(arrival.env_to)
+        parsed = extract(arrival.raw, self.config.index_body_bytes, self._attachment_text, self.config.extract_text_chars)
+        recipients = self._recipients(arrival.env_to + parsed.recipients)
+        journal_sender = parsed.journal["sender"] if parsed.journal else ""
         return {
             "id": archive_id,
             "sha256": sha,
             "body_sha256": parsed.body_sha256,
             "message_id": parsed.message_id,
             "env_from": arrival.env_from,
-            "env_to": env_to,
+            "env_to": "\n".join(recipients),
             "hdr_from": parsed.hdr_from,
             "hdr_to": parsed.hdr_to,
             "hdr_cc": parsed.hdr_cc,
@@ -177,12 +184,37 @@ class Store:
             "arrived": now,
             "retain_until": retain_until or self._retained_from(parsed.date, arrival, now) + self.config.retention_days * 86400,
             "parse_error": parsed.parse_error,
+            "journal": json.dumps(parsed.journal, sort_keys=True) if parsed.journal else "",
             "attachments": parsed.attachments,
-            "fts_sender": f"{parsed.hdr_from} {arrival.env_from}",
-            "fts_recipients": f"{parsed.hdr_to} {parsed.hdr_cc} {' '.join(arrival.env_to)}",
+            "fts_sender": f"{parsed.hdr_from} {arrival.env_from} {journal_sender}",
+            "fts_recipients": f"{parsed.hdr_to} {parsed.hdr_cc} {' '.join(recipients)}",
             "fts_body": parsed.body_text,
-            "fts_attachments": parsed.attachment_names,
+            "fts_attachments": f"{parsed.attachment_names}\n{parsed.attachment_text}",
         }
+
+    def _attachment_text(self, name: str, content_type: str, data: bytes, limit: int) -> Extracted:
+        """An attachment's text from the extraction processes, started at the first attachment."""
+        with self._extractor_lock:
+            if self._extractor is None:
+                self._extractor = Extractor(self.config.extract_workers, self.config.extract_seconds, self.config.extract_memory_mb)
+        return self._extractor.extract(name, content_type, data, limit)
+
+    def _recipients(self, addresses: List[str]) -> List[str]:
+        """The envelope recipients worth recording: the archive's own addresses left out, an address extension
+        on one of them (``archive+alice=example.com@...``, see the README's journaling section) read as the
+        recipient it names, each address once."""
+        own = {tuple(address.rsplit("@", 1)) for address in self.config.own_addresses}
+        recorded: List[str] = []
+        for address in addresses:
+            address = participants.normalise(address)
+            local, _at, domain = address.rpartition("@")
+            base, plus, extension = local.partition("+")
+            if (base, domain) in own:
+                user, equals, user_domain = extension.rpartition("=")
+                address = f"{user}@{user_domain}" if plus and equals and user and user_domain else ""
+            if address and address not in recorded:
+                recorded.append(address)
+        return recorded
 
     @staticmethod
     def _retained_from(date: Optional[int], arrival: Arrival, now: int) -> int:

@@ -10,6 +10,7 @@ import sqlite3
 import time
 import zipfile
 
+from journal import ENVELOPE, journal_report
 from webenv import PASSWORD, Browser, add_user, cli
 
 
@@ -109,6 +110,17 @@ def test_a_user_sees_only_mail_one_of_their_addresses_took_part_in(site, app):
     denied = _trail(app, "denied")
     assert {e["detail"]["id"] for e in denied} == {theirs} and all(e["username"] == "erin" for e in denied)
     assert browser.get("/audit").status_code == 403  # the trail is for auditors
+
+
+def test_a_bcc_recipient_of_a_journal_report_sees_it_with_its_envelope(site, app):
+    add_user(app, "heidi", ["user"], ["heidi.hidden@example.com"])
+    report = site.deliver(0, journal_report(ENVELOPE), "<orig-1@example.com>")
+    browser = Browser(app)
+    browser.login("heidi")
+    assert "Confidential pricing for Nightingale" in _text(browser.get("/search?q=floor"))
+    page = _text(browser.get(f"/messages/{report}"))
+    assert "Journal envelope" in page and "<th>Bcc</th><td>heidi.hidden@example.com" in page
+    assert "frank@example.com (member of sales-team@example.com)" in page
 
 
 def test_hostile_mail_is_shown_as_text_and_its_html_runs_and_loads_nothing(site, app):

@@ -116,6 +116,8 @@ bench: venv deps-store
 	python bench/cluster_search.py run
 	python bench/ui.py --export-query botanelo
 	python bench/import.py
+	$(PY_DEBIAN) bench/attachments.py
+	$(PY_DEBIAN) bench/index_size.py
 
 lab-down: venv
 	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false

@@ -1,0 +1,62 @@
+"""Upgrade: a store written by the previous release (its code taken from the repository's history) is opened by
+this one without losing a message, and ``reindex`` gives its old messages what this release indexes."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from journal import ENVELOPE, journal_report
+from storeenv import corpus_files
+from test_search_depth import CASES, WORD
+
+ROOT = Path(__file__).resolve().parents[2]
+# The last commit before attachment text and journal envelopes changed the index (its columns).
+PREVIOUS_RELEASE = "b674ff1cc887e9765dcdbd4e358350bcdf72fb41"
+
+
+@pytest.fixture
+def previous_src(tmp_path):
+    """src/ of the previous release, from git."""
+    known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", PREVIOUS_RELEASE + "^{commit}"],
+                           capture_output=True, check=False)
+    if known.returncode != 0:
+        pytest.skip(f"the previous release ({PREVIOUS_RELEASE[:10]}) is not in this checkout's history (a shallow clone?)")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "src"], capture_output=True, check=True).stdout
+    (tmp_path / "previous").mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tmp_path / "previous")], input=archive, check=True)
+    return tmp_path / "previous" / "src"
+
+
+def test_a_store_of_the_previous_release_upgrades_without_losing_a_message(env, tmp_path, previous_src):
+    mail = {path.name: path.read_bytes() for path in corpus_files()}
+    mail["contract.eml"] = CASES["pdf"]()
+    mail["journal.eml"] = journal_report(ENVELOPE)
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for name, raw in mail.items():
+        (folder / name).write_bytes(raw)
+    old = subprocess.run([sys.executable, "-m", "archive_store", "-c", str(env.conf_path), "ingest", *sorted(map(str, folder.iterdir()))],
+                         env={"PYTHONPATH": str(previous_src), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+    assert old.returncode == 0, old.stderr
+    digests = {hashlib.sha256(raw).hexdigest() for raw in mail.values()}
+
+    # This release opens it: the index gains its columns, every message is there and searchable as before.
+    store = env.store()
+    assert store.index.stats()["messages"] == len(digests)
+    assert {store.index.get(i)["sha256"] for i in store.index.all_ids()} == digests
+    assert store.index.search("subject:Nightingale") and not store.index.search(WORD)
+    store.close()
+    env.cli("verify", "--all")
+
+    # reindex reads the objects again: the old PDF's text and the old report's Bcc are found.
+    env.cli("reindex")
+    store = env.store(readonly=True)
+    assert {store.index.get(i)["sha256"] for i in store.index.all_ids()} == digests
+    assert [r["subject"] for r in store.index.search(WORD)] == ["contract"]
+    [report] = store.index.search("to:heidi.hidden@example.com")
+    assert {r["address"]: r["field"] for r in report["journal"]["recipients"]}["heidi.hidden@example.com"] == "bcc"
+    for archive_id in store.index.all_ids():
+        assert hashlib.sha256(store.get_raw(archive_id)).hexdigest() == store.index.get(archive_id)["sha256"]

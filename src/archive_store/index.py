@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     arrived INTEGER NOT NULL,
     retain_until INTEGER NOT NULL,
     parse_error TEXT NOT NULL,
-    journal TEXT NOT NULL DEFAULT ''
+    journal TEXT NOT NULL DEFAULT '',
+    notes TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_arrived ON messages (arrived);
@@ -67,12 +68,14 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
 # rows keep the defaults until `archive-store reindex` reads their objects again).
 ADDED_COLUMNS = (
     ("messages", "journal", "TEXT NOT NULL DEFAULT ''"),
+    ("messages", "notes", "TEXT NOT NULL DEFAULT ''"),
     ("attachments", "text_chars", "INTEGER NOT NULL DEFAULT 0"),
     ("attachments", "note", "TEXT NOT NULL DEFAULT ''"),
 )
 COLUMNS = (
     "id", "sha256", "body_sha256", "message_id", "env_from", "env_to", "hdr_from", "hdr_to",
     "hdr_cc", "subject", "date", "size", "stored_size", "key_id", "arrived", "retain_until", "parse_error", "journal",
+    "notes",
 )
 FIELD_COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject", "body": "body", "attachment": "attachments"}
 _TOKEN_RE = re.compile(r'(?:(\w+):)?("[^"]*"|\S+)')
@@ -204,6 +207,7 @@ class Index:
         out = {c: row[c] for c in COLUMNS}
         out["env_to"] = [a for a in out["env_to"].split("\n") if a]
         out["journal"] = json.loads(out["journal"]) if out["journal"] else None
+        out["notes"] = [note for note in out["notes"].split("\n") if note]
         if brief:
             return out
         out["attachments"] = [

@@ -31,6 +31,7 @@ from archive_common import participants
 from archive_store.textract import Extracted, decode, html_to_text
 
 MAX_PARTS = 2000
+_FROM_LINE = re.compile(rb">*From ")
 # The most recipients of a journal report that are indexed.
 MAX_JOURNAL_RECIPIENTS = 10000
 # (name, content type, bytes, characters still allowed) -> Extracted
@@ -117,6 +118,8 @@ def extract(raw: bytes, body_limit: int = 262144, attachment_text: Optional[Atta
             text_limit: int = 1048576) -> Parsed:
     """Everything the index keeps of ``raw``; ``attachment_text`` (an Extractor's extract) reads attachments,
     at most ``text_limit`` characters per message; without it only their names are indexed."""
+    if _FROM_LINE.match(raw):  # an mbox separator the sender left in (">From " too): not a header, skip it
+        raw = raw[raw.find(b"\n") + 1:]
     cut, body = split_body(raw)
     parsed = Parsed(body_sha256=hashlib.sha256(body).hexdigest())
     try:

@@ -10,7 +10,18 @@ ways that this module undoes exactly:
 * lines end in LF instead of the SMTP wire's CRLF;
 * headers were prepended in transit: virtual(8)'s Return-Path and
   Delivered-To, and one Received header per postfix hop of this cluster
-  ("by <transit host> (Postfix)").  They are kept as metadata.
+  ("by <transit host> (Postfix)").  They are kept as metadata;
+* a first line "From ..." (an mbox separator a sender left in; also with
+  ">" before it) became the header "X-Mailbox-Line: From ..." in the
+  gateway's cleanup(8).  A message whose first line after the transit
+  headers is "X-Mailbox-Line: " followed by ">*From " was sent with that
+  line, and gets it back.
+
+One change cannot be undone with certainty: cleanup(8) ends the header
+block at the first line that is neither a header field nor a continuation,
+inserting an empty line before it.  When the lines after such a line look
+like header fields again (see ``inserted_blank_line``), the arrival is
+noted "normalised in transit by postfix".
 """
 
 import os
@@ -24,6 +35,15 @@ _RECEIVED_BY = re.compile(rb"\bby\s+([^\s;()]+)\s+\(Postfix\)", re.IGNORECASE)
 # there, so a message whose first line starts with white space stays intact.
 _RECEIVED_END = re.compile(rb";\s+(?:\w{3},\s+)?\d{1,2}\s+\w{3}\s+\d{4}\s+\d\d:\d\d:\d\d\s+[+-]\d{4}[^\n]*\n")
 _ENVELOPE_HEADERS = (b"return-path", b"delivered-to", b"x-original-to")
+_MAILBOX_LINE = b"X-Mailbox-Line: "
+_FROM_LINE = re.compile(rb">*From ")
+# A header field's name (printable ASCII but the colon) and its colon.
+_HEADER = re.compile(rb"([!-9;-~]+):")
+_MESSAGE_FIELDS = {
+    b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc", b"subject", b"date", b"message-id", b"in-reply-to",
+    b"references", b"comments", b"keywords", b"received", b"return-path", b"mime-version", b"content-type",
+    b"content-transfer-encoding", b"content-disposition", b"content-id", b"content-description",
+}
 
 
 @dataclass
@@ -43,6 +63,8 @@ class Arrival:
     transit: List[str] = field(default_factory=list)
     origin: Optional[dict] = None
     dated: Optional[int] = None
+    # What postfix changed on the way that the bytes cannot show (shown to auditors with the message).
+    notes: List[str] = field(default_factory=list)
 
 
 def _leading_header(data: bytes, start: int):
@@ -89,8 +111,47 @@ def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str]) -> 
         else:
             break
         position = end
-    arrival.raw = data[position:].replace(b"\n", b"\r\n")
+    rest = data[position:]
+    if rest.startswith(_MAILBOX_LINE) and _FROM_LINE.match(rest, len(_MAILBOX_LINE)):
+        rest = rest[len(_MAILBOX_LINE):]
+        arrival.notes.append("sent with a leading From line, which postfix made an X-Mailbox-Line header: restored")
+    inserted = inserted_blank_line(rest)
+    if inserted:
+        arrival.notes.append(inserted)
+    arrival.raw = rest.replace(b"\n", b"\r\n")
     return arrival
+
+
+def inserted_blank_line(data: bytes) -> str:
+    """The note for a message whose header block postfix's cleanup(8) probably cut short, or "".
+
+    cleanup(8) inserts an empty line before the first line of the header block that is neither a header
+    field nor a continuation line.  Bytes alone cannot tell that empty line from the sender's own, so
+    the rule is: the first line after the first empty line is not empty, not a continuation and not a
+    header field, and a later line before the next empty line is one of the header fields a message
+    has (RFC 5322, MIME, or X-...).  Then the note names the line, counted in the message as sent.
+    """
+    lines = data.split(b"\n", 400)[:400]
+    try:
+        blank = lines.index(b"")
+    except ValueError:
+        return ""
+    if blank == 0 or blank + 1 >= len(lines):
+        return ""
+    first = lines[blank + 1].rstrip(b"\r")
+    if not first or first[:1] in (b" ", b"\t") or _HEADER.match(first):
+        return ""
+    later = []
+    for line in lines[blank + 2:]:
+        if not line.rstrip(b"\r"):
+            break
+        match = _HEADER.match(line)
+        if match and (match.group(1).lower() in _MESSAGE_FIELDS or match.group(1).lower().startswith(b"x-")):
+            later.append(match.group(1).decode("ascii"))
+    if not later:
+        return ""
+    return (f"normalised in transit by postfix (probably): blank line inserted before line {blank + 1}, which is not a "
+            f"header field; the header fields after it ({', '.join(later[:5])}) are in the body")
 
 
 def spool_time(name: str) -> Optional[float]:

@@ -185,6 +185,7 @@ class Store:
             "retain_until": retain_until or self._retained_from(parsed.date, arrival, now) + self.config.retention_days * 86400,
             "parse_error": parsed.parse_error,
             "journal": json.dumps(parsed.journal, sort_keys=True) if parsed.journal else "",
+            "notes": "\n".join(arrival.notes),
             "attachments": parsed.attachments,
             "fts_sender": f"{parsed.hdr_from} {arrival.env_from} {journal_sender}",
             "fts_recipients": f"{parsed.hdr_to} {parsed.hdr_cc} {' '.join(recipients)}",
@@ -239,6 +240,8 @@ class Store:
         }
         if arrival.origin is not None:
             meta["origin"] = arrival.origin
+        if arrival.notes:
+            meta["notes"] = arrival.notes
         return meta
 
     # -- reading ----------------------------------------------------------------
@@ -314,7 +317,8 @@ class Store:
         for archive_id in archive_ids:
             meta, raw = self.open_object(archive_id)
             arrival = Arrival(raw=raw, spool_name=meta["spool_name"], env_from=meta["env_from"],
-                              env_to=meta["env_to"], transit=meta["transit"], origin=meta.get("origin"))
+                              env_to=meta["env_to"], transit=meta["transit"], origin=meta.get("origin"),
+                              notes=meta.get("notes", []))
             row = self._row(archive_id, meta["sha256"], arrival, meta["arrived"], meta["retain_until"])
             row["stored_size"] = self.objects.path_for(archive_id).stat().st_size
             row["key_id"] = Keyring.key_id_of(self.objects.read(archive_id))

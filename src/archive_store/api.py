@@ -379,8 +379,10 @@ class Handler(_Base):
                 continue
             origin = {f: origin.get(f, "") for f in _ORIGIN_FIELDS}
             origin["client"] = client.name
-            arrivals.append(Arrival(raw=raw, spool_name=f"import:{client.name}:{key}", origin=origin, dated=dated,
-                                    transit=[_import_line(origin, now)]))
+            # The key names a position within one source; with the digest, the same key from another source (or
+            # changed bytes at that position) is a new arrival, while a retry of this one is committed-before.
+            arrivals.append(Arrival(raw=raw, spool_name=f"import:{client.name}:{key}:{entry['sha256'][:16]}", origin=origin,
+                                    dated=dated, transit=[_import_line(origin, now)]))
             results.append(None)
         if at != len(rest):
             raise StoreError(f"import: the messages described take {at} bytes, the body carries {len(rest)}; nothing was stored")

@@ -317,6 +317,20 @@ def test_an_importer_killed_halfway_through_5000_messages_goes_on_without_duplic
     assert rows == 5000 and set(stored) == {sha(m) for m in messages}
 
 
+def test_two_sources_with_the_same_layout_are_both_imported(site, tmp_path):
+    """Keys name positions within a source (an .eml's relative path): a second folder laid out like the first is
+    imported, not taken for the first one's messages."""
+    for name, start in (("first", 0), ("second", 10)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for number in range(3):
+            (folder / f"{number}.eml").write_bytes(message(start + number))
+        result = site.cli("eml", folder)
+        assert result.stdout.splitlines()[0].startswith("read 3, imported 3 (0.0 MB), already present 0"), result.stdout
+    stored, rows = site.stored()
+    assert rows == 6
+
+
 def test_ctrl_c_and_a_lost_worker_stop_cleanly_and_the_next_run_goes_on(site, tmp_path):
     # Enough messages (30 batches) that the first committed batch leaves most of the run to interrupt.
     messages = [message(n, body="x\n" * 500) for n in range(6000)]
@@ -357,6 +371,9 @@ def test_the_import_endpoint_needs_the_import_scope_and_refuses_bad_batches_in_o
     assert api.import_batch([item])[0]["status"] == "stored"
     # The same key again (an answer lost on the way back): committed before, not stored twice.
     assert api.import_batch([item])[0]["status"] == "committed-before"
+    # The same key from another source (keys name positions within a source) is another message, stored.
+    other = dict(item, raw=message(2), sha256=sha(message(2)))
+    assert api.import_batch([other])[0]["status"] == "stored"
     assert "import" in env.access_log.read_text()
 
 

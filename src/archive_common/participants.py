@@ -30,7 +30,7 @@ def addresses(*fields):
     values = []
     for field in fields:
         if isinstance(field, (list, tuple)):
-            values.extend(field)
+            values.extend(value for value in field if value)  # an empty value makes getaddresses give up on all
         elif field:
             values.append(field.replace("\n", ", "))
     return {normalise(addr) for _name, addr in getaddresses(values) if "@" in addr}

@@ -4,24 +4,40 @@ Rows are only ever added in one transaction per ingest batch.  The FTS5
 table is contentless: purged messages leave their postings behind until the
 next ``reindex``, and every search joins ``messages``, so they never show.
 Row ids are AUTOINCREMENT and therefore never reused.
+
+Layout 2 (docs/BENCHMARKS.md, "Index size"): archive IDs and digests are
+BLOBs (hex only at this module's edge), and the full text is one FTS5 column
+with ``detail=none``: no positions and no columns are stored.  Fields are
+told apart by tagged tokens instead: a subject word ``invoice`` is indexed
+as ``<TAG>sinvoice`` (sender ``f``, recipients ``r``, attachments ``a``), body
+words untagged, and each whole address (``xf``/``xt``) and the Message-ID
+(``xm``) as one exact token, a 48-bit BLAKE2b of it.  ``<TAG>`` is a
+private-use character the tokenizer keeps inside tokens and mail never
+contains.  A phrase is searched as its words, and the candidates are then
+checked against their text, newest first (``text_of``).
 """
 
 import datetime
+import hashlib
 import json
 import re
 import sqlite3
+import unicodedata
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from archive_common import ids, participants
 from archive_store.errors import StoreError
 
-SCHEMA = """
+LAYOUT = 2
+TAG = "\ue000"
+TOKENIZER = f"unicode61 remove_diacritics 2 tokenchars '{TAG}'"
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS messages (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    sha256 TEXT NOT NULL UNIQUE,
-    body_sha256 TEXT NOT NULL,
+    id BLOB NOT NULL UNIQUE,
+    sha256 BLOB NOT NULL,
+    body_sha256 BLOB NOT NULL,
     message_id TEXT NOT NULL,
     env_from TEXT NOT NULL,
     env_to TEXT NOT NULL,
@@ -36,11 +52,10 @@ CREATE TABLE IF NOT EXISTS messages (
     arrived INTEGER NOT NULL,
     retain_until INTEGER NOT NULL,
     parse_error TEXT NOT NULL,
-    journal TEXT NOT NULL DEFAULT '',
-    notes TEXT NOT NULL DEFAULT ''
+    journal TEXT NOT NULL,
+    notes TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
-CREATE INDEX IF NOT EXISTS messages_arrived ON messages (arrived);
+CREATE INDEX IF NOT EXISTS messages_sha ON messages (substr(sha256, 1, 8));
 CREATE INDEX IF NOT EXISTS messages_retain ON messages (retain_until);
 CREATE TABLE IF NOT EXISTS arrivals (
     spool_name TEXT PRIMARY KEY,
@@ -53,32 +68,33 @@ CREATE TABLE IF NOT EXISTS attachments (
     message INTEGER NOT NULL,
     name TEXT NOT NULL,
     size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    text_chars INTEGER NOT NULL DEFAULT 0,
-    note TEXT NOT NULL DEFAULT ''
+    sha256 BLOB NOT NULL,
+    text_chars INTEGER NOT NULL,
+    note TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
-    subject, sender, recipients, body, attachments,
-    content = '', tokenize = 'unicode61 remove_diacritics 2'
+    terms, content = '', detail = none, columnsize = 0, tokenize = "{TOKENIZER}"
 );
 """
 
-# Columns added since the first release: an older index gains them when opened for writing (its existing
-# rows keep the defaults until `archive-store reindex` reads their objects again).
-ADDED_COLUMNS = (
-    ("messages", "journal", "TEXT NOT NULL DEFAULT ''"),
-    ("messages", "notes", "TEXT NOT NULL DEFAULT ''"),
-    ("attachments", "text_chars", "INTEGER NOT NULL DEFAULT 0"),
-    ("attachments", "note", "TEXT NOT NULL DEFAULT ''"),
-)
 COLUMNS = (
     "id", "sha256", "body_sha256", "message_id", "env_from", "env_to", "hdr_from", "hdr_to",
     "hdr_cc", "subject", "date", "size", "stored_size", "key_id", "arrived", "retain_until", "parse_error", "journal",
     "notes",
 )
-FIELD_COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject", "body": "body", "attachment": "attachments"}
+BLOB_COLUMNS = ("id", "sha256", "body_sha256")
+# Query fields and the tag of their words.
+FIELD_TAGS = {"from": "f", "to": "r", "subject": "s", "body": "", "attachment": "a"}
 _TOKEN_RE = re.compile(r'(?:(\w+):)?("[^"]*"|\S+)')
+# The words of a text as the tokenizer (unicode61) splits them: letters and digits, nothing else.
+_WORD_RE = re.compile(r"[^\W_]+")
+# How many candidates a phrase search checks against their text before it asks for a narrower query.
+MAX_PHRASE_CANDIDATES = 20000
+
+
+class OldLayout(StoreError):
+    """The index was written by an earlier release: ``reindex`` rebuilds it from the objects."""
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -89,8 +105,15 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
+    layout = conn.execute("PRAGMA user_version").fetchone()[0]
+    written = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+    if written and layout < LAYOUT:
+        conn.close()
+        raise OldLayout(f"index {path}: layout {layout or 1} of an earlier release; expected {LAYOUT}: run `archive_store reindex`"
+                        " (the service does at its start)")
+    if not readonly and not written:
         conn.executescript(SCHEMA)
-        _add_columns(conn)
+        conn.execute(f"PRAGMA user_version = {LAYOUT}")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.row_factory = sqlite3.Row
@@ -98,21 +121,59 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-def _add_columns(conn: sqlite3.Connection) -> None:
-    for table, column, declaration in ADDED_COLUMNS:
-        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-
-
 def _involves(hdr_from, hdr_to, hdr_cc, env_to, wanted):
     """SQL: does one of ``wanted`` (newline-separated, normalised) take part in the message?"""
     return not participants.addresses(hdr_from, hdr_to, hdr_cc, env_to).isdisjoint(wanted.split("\n"))
+
+
+# -- tokens ------------------------------------------------------------------------------------------------------
+
+
+def words(text: str) -> List[str]:
+    """``text``'s words, folded as the tokenizer folds them (case, diacritics): for tags and phrase checks."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+    return _WORD_RE.findall(folded)
+
+
+def exact(kind: str, value: str) -> str:
+    """The one token of a whole address (kind f or t) or Message-ID (m)."""
+    return f"{TAG}x{kind}" + hashlib.blake2b(participants.normalise(value).encode("utf-8"), digest_size=6).hexdigest()
+
+
+def _tagged(tag: str, text: str) -> str:
+    return " ".join(f"{TAG}{tag}{word}" for word in words(text))
+
+
+def terms(row: dict) -> str:
+    """The FTS text of a message row (Store._row): body words as they are, the other fields' words tagged,
+    and the exact tokens of its addresses and Message-ID."""
+    journal = json.loads(row["journal"]) if row["journal"] else {}
+    senders = participants.addresses(row["hdr_from"], [row["env_from"], journal.get("sender", "")])
+    recipients = participants.addresses(row["hdr_to"], row["hdr_cc"], row["env_to"])
+    exacts = [exact("f", a) for a in sorted(senders)] + [exact("t", a) for a in sorted(recipients)]
+    if row["message_id"]:
+        exacts.append(exact("m", row["message_id"].strip("<>")))
+    return "\n".join([row["fts_body"], _tagged("s", row["subject"]), _tagged("f", row["fts_sender"]),
+                      _tagged("r", row["fts_recipients"]), _tagged("a", row["fts_attachments"]), " ".join(exacts)])
+
+
+def _hex(value) -> str:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def _blob(value: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise StoreError(f"{what} {value!r}: expected hexadecimal") from None
 
 
 class Index:
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
         self.conn = _connect(self.path, readonly)
+        # archive ID -> the message's searchable text, for phrase checks (Store sets it: it holds the objects).
+        self.text_of: Optional[Callable[[str], str]] = None
 
     def close(self) -> None:
         self.conn.close()
@@ -125,19 +186,21 @@ class Index:
         for start in range(0, len(names), 500):
             chunk = names[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(
+            found.update((name, _hex(archive_id)) for name, archive_id in self.conn.execute(
                 f"SELECT a.spool_name, m.id FROM arrivals a JOIN messages m ON m.rowid = a.message"
                 f" WHERE a.spool_name IN ({marks})", chunk))
         return found
 
     def rowid_by_sha(self, sha256: str) -> Optional[Tuple[int, str]]:
-        row = self.conn.execute("SELECT rowid, id FROM messages WHERE sha256 = ?", (sha256,)).fetchone()
-        return (row[0], row[1]) if row else None
+        digest = _blob(sha256, "sha256")
+        row = self.conn.execute("SELECT rowid, id FROM messages WHERE substr(sha256, 1, 8) = ? AND sha256 = ?",
+                                (digest[:8], digest)).fetchone()
+        return (row[0], _hex(row[1])) if row else None
 
     def has_ids(self, archive_ids: Iterable[str]) -> set:
-        archive_ids = list(archive_ids)
-        marks = ",".join("?" * len(archive_ids))
-        return {r[0] for r in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", archive_ids)} if archive_ids else set()
+        blobs = [_blob(i, "id") for i in archive_ids]
+        marks = ",".join("?" * len(blobs))
+        return {_hex(r[0]) for r in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", blobs)} if blobs else set()
 
     def commit_batch(self, new_messages: List[dict], arrivals: List[Tuple[str, str, int, str]]) -> None:
         """Insert messages (dicts with COLUMNS plus fts fields and attachments) and arrivals atomically.
@@ -151,22 +214,19 @@ class Index:
             for msg in new_messages:
                 cur.execute(
                     f"INSERT INTO messages ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
-                    [msg[c] for c in COLUMNS],
+                    [bytes.fromhex(msg[c]) if c in BLOB_COLUMNS else msg[c] for c in COLUMNS],
                 )
                 rowid = cur.lastrowid
                 rowids[msg["sha256"]] = rowid
-                cur.execute(
-                    "INSERT INTO fts (rowid, subject, sender, recipients, body, attachments) VALUES (?,?,?,?,?,?)",
-                    (rowid, msg["subject"], msg["fts_sender"], msg["fts_recipients"], msg["fts_body"], msg["fts_attachments"]),
-                )
+                cur.execute("INSERT INTO fts (rowid, terms) VALUES (?,?)", (rowid, terms(msg)))
                 cur.executemany(
                     "INSERT INTO attachments (message, name, size, sha256, text_chars, note) VALUES (?,?,?,?,?,?)",
-                    [(rowid, *attachment) for attachment in msg["attachments"]],
+                    [(rowid, name, size, bytes.fromhex(digest), chars, note) for name, size, digest, chars, note in msg["attachments"]],
                 )
             for spool_name, sha256, arrived, transit in arrivals:
                 rowid = rowids.get(sha256)
                 if rowid is None:
-                    rowid = cur.execute("SELECT rowid FROM messages WHERE sha256 = ?", (sha256,)).fetchone()[0]
+                    rowid = self.rowid_by_sha(sha256)[0]
                 cur.execute(
                     "INSERT OR IGNORE INTO arrivals (spool_name, message, arrived, transit) VALUES (?,?,?,?)",
                     (spool_name, rowid, arrived, transit),
@@ -180,7 +240,7 @@ class Index:
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            row = cur.execute("SELECT rowid FROM messages WHERE id = ?", (archive_id,)).fetchone()
+            row = cur.execute("SELECT rowid FROM messages WHERE id = ?", (_blob(archive_id, "id"),)).fetchone()
             if row:
                 cur.execute("DELETE FROM attachments WHERE message = ?", (row[0],))
                 cur.execute("DELETE FROM arrivals WHERE message = ?", (row[0],))
@@ -192,26 +252,26 @@ class Index:
 
     # -- reading ----------------------------------------------------------
     def get(self, archive_id: str) -> Optional[dict]:
-        row = self.conn.execute("SELECT * FROM messages WHERE id = ?", (archive_id,)).fetchone()
+        row = self.conn.execute("SELECT * FROM messages WHERE id = ?", (_blob(archive_id, "id"),)).fetchone()
         return self._describe(row) if row else None
 
     def transit(self, archive_id: str) -> List[str]:
         """The transit headers (Received by this cluster's hosts) of a message's first arrival."""
         first = self.conn.execute(
             "SELECT a.transit FROM arrivals a JOIN messages m ON m.rowid = a.message WHERE m.id = ?"
-            " ORDER BY a.arrived LIMIT 1", (archive_id,)).fetchone()
+            " ORDER BY a.arrived LIMIT 1", (_blob(archive_id, "id"),)).fetchone()
         return [h for h in (first[0] if first else "").split("\n") if h]
 
     def _describe(self, row: sqlite3.Row, brief: bool = False) -> dict:
         """The message's metadata; ``brief`` leaves out its attachments and arrival count (two queries each)."""
-        out = {c: row[c] for c in COLUMNS}
+        out = {c: _hex(row[c]) for c in COLUMNS}
         out["env_to"] = [a for a in out["env_to"].split("\n") if a]
         out["journal"] = json.loads(out["journal"]) if out["journal"] else None
         out["notes"] = [note for note in out["notes"].split("\n") if note]
         if brief:
             return out
         out["attachments"] = [
-            {"name": r[0], "size": r[1], "sha256": r[2], "text_chars": r[3], "note": r[4]}
+            {"name": r[0], "size": r[1], "sha256": _hex(r[2]), "text_chars": r[3], "note": r[4]}
             for r in self.conn.execute("SELECT name, size, sha256, text_chars, note FROM attachments WHERE message = ?", (row["rowid"],))
         ]
         out["arrivals"] = self.conn.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row["rowid"],)).fetchone()[0]
@@ -220,14 +280,15 @@ class Index:
     def search(self, query: str, limit: int = 50, offset: int = 0, involving: Iterable[str] = (), brief: bool = False) -> List[dict]:
         """Matches of ``query``, newest first; with ``involving``, only messages one of those addresses took part in;
         ``brief``: without attachments and arrival counts (an export needs neither)."""
-        match, where, params = parse_query(query)
+        parsed = parse_query(query)
+        match, where, params = parsed.match, list(parsed.where), list(parsed.params)
         wanted = sorted({participants.normalise(a) for a in involving if a.strip()})
         if len(wanted) > participants.MAX_ADDRESSES:
             raise StoreError(f"search: expected at most {participants.MAX_ADDRESSES} participant addresses, found {len(wanted)}")
         if wanted:
-            # The index narrows the candidates; involves() then compares whole addresses, since the
-            # phrase "alice@example.com" also matches the tokens of bob.alice@example.com.
-            narrowing = "(" + " OR ".join("{sender recipients} : " + _phrase(a) for a in wanted) + ")"
+            # The exact tokens narrow the candidates; involves() then compares whole addresses (From, To, Cc,
+            # envelope recipients; not the envelope sender, whose token the index also has).
+            narrowing = "(" + " OR ".join(_phrase(exact(kind, a)) for a in wanted for kind in "ft") + ")"
             match = f"({match}) AND {narrowing}" if match else narrowing
             where.append("involves(m.hdr_from, m.hdr_to, m.hdr_cc, m.env_to, ?)")
             params.append("\n".join(wanted))
@@ -239,11 +300,34 @@ class Index:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {'fts.rowid' if match else 'm.rowid'} DESC LIMIT ? OFFSET ?"
+        if not parsed.checks:
+            return [self._describe(r, brief) for r in self._rows(query, sql, params + [int(limit), int(offset)])]
+        return self._checked(query, parsed.checks, sql, params, int(limit), int(offset), brief)
+
+    def _rows(self, query: str, sql: str, params: list) -> list:
         try:
-            rows = self.conn.execute(sql, params + [int(limit), int(offset)]).fetchall()
+            return self.conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search {query!r}: {exc}") from None
-        return [self._describe(r, brief) for r in rows]
+
+    def _checked(self, query, checks, sql, params, limit, offset, brief) -> List[dict]:
+        """The candidates that pass every phrase check, newest first, ``offset`` of them skipped."""
+        found: List[dict] = []
+        seen = 0
+        page = 200
+        while len(found) < offset + limit:
+            rows = self._rows(query, sql, params + [page, seen])
+            for row in rows:
+                described = self._describe(row, brief)
+                if all(check(described, self.text_of) for check in checks):
+                    found.append(described)
+            seen += len(rows)
+            if len(rows) < page:
+                break
+            if seen >= MAX_PHRASE_CANDIDATES and len(found) < offset + limit:
+                raise StoreError(f"search {query!r}: a phrase whose words are in more than {MAX_PHRASE_CANDIDATES} messages;"
+                                 " add a word or a date range (after:, before:)")
+        return found[offset:offset + limit]
 
     def stats(self) -> dict:
         row = self.conn.execute(
@@ -275,12 +359,12 @@ class Index:
         rows = self.conn.execute(
             "SELECT id, sha256, message_id, arrived, size FROM messages"
             " WHERE id > ? AND id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (after, ids.lower_bound(since), ids.lower_bound(until), int(limit)),
+            (_blob(after, "after"), bytes.fromhex(ids.lower_bound(since)), bytes.fromhex(ids.lower_bound(until)), int(limit)),
         ).fetchall()
-        return [dict(zip(("id", "sha256", "message_id", "arrived", "size"), r)) for r in rows]
+        return [{"id": r[0].hex(), "sha256": r[1].hex(), "message_id": r[2], "arrived": r[3], "size": r[4]} for r in rows]
 
     def all_ids(self) -> List[str]:
-        return [r[0] for r in self.conn.execute("SELECT id FROM messages ORDER BY rowid")]
+        return [r[0].hex() for r in self.conn.execute("SELECT id FROM messages ORDER BY rowid")]
 
 
 def _phrase(text: str) -> str:
@@ -294,38 +378,107 @@ def _day(value: str, field: str) -> int:
         raise StoreError(f"search {field}: expected a date YYYY-MM-DD, found {value!r}") from None
 
 
-def parse_query(query: str) -> Tuple[str, List[str], list]:
-    """Turn 'word from:x to:y subject:z after:2024-01-01' into FTS + SQL."""
-    terms: List[str] = []
-    where: List[str] = []
-    params: list = []
+class Query:
+    """A query as FTS5 MATCH text, SQL conditions and their parameters, and the checks (phrases) the
+    candidates must pass."""
+
+    def __init__(self) -> None:
+        self.terms: List[str] = []
+        self.where: List[str] = []
+        self.params: list = []
+        self.checks: List[Callable] = []
+
+    @property
+    def match(self) -> str:
+        return " AND ".join(self.terms)
+
+
+def _word_term(word: str, tags: Iterable[str], prefix: bool = False) -> str:
+    """FTS5 text matching ``word`` in any of the fields ``tags`` ("" is the body)."""
+    star = " *" if prefix else ""
+    alternatives = [_phrase(f"{TAG}{tag}{word}" if tag else word) + star for tag in tags]
+    return alternatives[0] if len(alternatives) == 1 else "(" + " OR ".join(alternatives) + ")"
+
+
+def _phrase_check(phrase: List[str], fields: Iterable[str]):
+    """A check that ``phrase`` (folded words) appears, in order and adjacent, in one of the message's ``fields``
+    ("text" is the body, through ``text_of``)."""
+    def check(row: dict, text_of) -> bool:
+        for field in fields:
+            if field == "text":
+                if text_of is None:
+                    return True  # no text at hand (a bare index): the words matched, that is the answer
+                value = text_of(row["id"])
+            else:
+                value = row[field] if isinstance(row[field], str) else " ".join(row[field])
+            have = words(value)
+            if any(have[i:i + len(phrase)] == phrase for i in range(len(have) - len(phrase) + 1)):
+                return True
+        return False
+    return check
+
+
+CHECK_FIELDS = {"from": ("hdr_from", "env_from"), "to": ("hdr_to", "hdr_cc", "env_to"), "subject": ("subject",),
+                "body": ("text",), "attachment": ()}
+ALL_FIELDS = ("subject", "hdr_from", "hdr_to", "hdr_cc", "env_to", "text")
+
+
+def parse_query(query: str) -> Query:
+    """Turn 'word from:x to:y subject:z after:2024-01-01' into FTS + SQL + phrase checks."""
+    out = Query()
     for field, value in _TOKEN_RE.findall(query or ""):
         field = field.lower()
-        value = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+        quoted = len(value) >= 2 and value[0] == value[-1] == '"'
+        value = value[1:-1] if quoted else value
         if not value:
             continue
-        if field in FIELD_COLUMNS:
-            terms.append(f"{FIELD_COLUMNS[field]} : {_phrase(value)}")
+        if field in FIELD_TAGS:
+            if field in ("from", "to") and "@" in value and " " not in value.strip():
+                out.terms.append(_phrase(exact("f" if field == "from" else "t", value)))
+                continue
+            if not quoted and value.endswith("*"):
+                out.terms.append(_prefix_term(value, (FIELD_TAGS[field],)))
+            else:
+                _words(out, value, (FIELD_TAGS[field],), CHECK_FIELDS[field])
         elif field in ("msgid", "message-id"):
             bare = value.strip("<>")
-            where.append("m.message_id IN (?, ?)")
-            params += [bare, f"<{bare}>"]
+            out.terms.append(_phrase(exact("m", bare)))
+            out.where.append("m.message_id IN (?, ?)")
+            out.params += [bare, f"<{bare}>"]
         elif field == "id":
-            where.append("m.id = ?")
-            params.append(value.lower())
+            out.where.append("m.id = ?")
+            out.params.append(_blob(value.lower(), "search id:"))
         elif field == "sha256":
-            where.append("m.sha256 = ?")
-            params.append(value.lower())
+            digest = _blob(value.lower(), "search sha256:")
+            out.where.append("substr(m.sha256, 1, 8) = ? AND m.sha256 = ?")
+            out.params += [digest[:8], digest]
         elif field in ("after", "since"):
-            where.append("coalesce(m.date, m.arrived) >= ?")
-            params.append(_day(value, field))
+            out.where.append("coalesce(m.date, m.arrived) >= ?")
+            out.params.append(_day(value, field))
         elif field in ("before", "until"):
-            where.append("coalesce(m.date, m.arrived) < ?")
-            params.append(_day(value, field) + (86400 if field == "until" else 0))
+            out.where.append("coalesce(m.date, m.arrived) < ?")
+            out.params.append(_day(value, field) + (86400 if field == "until" else 0))
         elif field:
             raise StoreError(f"search: unknown field {field!r}; expected from, to, subject, body, attachment, msgid, id, sha256, after, before")
-        elif value.endswith("*") and len(value) > 1:
-            terms.append(_phrase(value[:-1]) + " *")
+        elif not quoted and value.endswith("*"):
+            out.terms.append(_prefix_term(value, FIELD_TAGS.values()))
         else:
-            terms.append(_phrase(value))
-    return " AND ".join(terms), where, params
+            _words(out, value, tuple(FIELD_TAGS.values()), ALL_FIELDS)
+    return out
+
+
+def _prefix_term(value: str, tags) -> str:
+    stem = words(value[:-1])
+    if len(stem) != 1:
+        raise StoreError(f"search {value!r}: a prefix search takes the start of one word, as in invoic*")
+    return _word_term(stem[0], tags, prefix=True)
+
+
+def _words(out: Query, value: str, tags, check_fields) -> None:
+    """Each word of ``value`` in one of the fields ``tags``; two or more also as a phrase, checked on the candidates."""
+    folded = words(value)
+    if not folded:
+        return
+    out.terms.extend(_word_term(word, tags) for word in folded)
+    if len(folded) > 1 and check_fields:
+        out.checks.append(_phrase_check(folded, check_fields))

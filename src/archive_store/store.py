@@ -28,7 +28,7 @@ from archive_store import crashpoints
 from archive_store.config import Config
 from archive_store.crypto import Keyring
 from archive_store.errors import IntegrityError, StoreError
-from archive_store.index import Index
+from archive_store.index import Index, OldLayout
 from archive_store.objects import ObjectStore, fsync_dir, fsync_dirs
 from archive_store.parse import extract
 from archive_store.spool import Arrival
@@ -70,16 +70,33 @@ class Store:
             config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             config.objects_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.objects = ObjectStore(config.objects_dir)
-        self.index = Index(config.db_path, readonly=readonly)
         self.keys = Keyring.load(config.key_file)
+        self.index: Optional[Index] = None
         self.intent = config.data_dir / "intent"
         self._extractor: Optional[Extractor] = None
         self._extractor_lock = threading.Lock()
+        try:
+            self._open_index()
+        except OldLayout as exc:
+            if readonly:
+                raise
+            # An index of an earlier release: rebuilt from the objects, which hold everything it had.
+            log.warning("%s; rebuilding it from the stored objects", exc)
+            log.warning("index rebuilt: %d messages", self.reindex())
         if recover and not readonly:  # a second writer beside a running ingest must not
             self.recover()              # take the ingest's open batch for a crashed one
 
+    def _open_index(self) -> None:
+        self.index = Index(self.config.db_path, readonly=self.readonly)
+        self.index.text_of = self._text_of
+
+    def _text_of(self, archive_id: str) -> str:
+        """A message's body text, for phrase checks (its headers are in the index; attachments are not read)."""
+        return extract(self.get_raw(archive_id), self.config.index_body_bytes).body_text
+
     def close(self) -> None:
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
         if self._extractor is not None:
             self._extractor.close()
 
@@ -351,14 +368,15 @@ class Store:
         count = self._index_objects(target, self._live_ids())
         target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         target.close()
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
         os.rename(fresh, db)
         for suffix in ("-wal", "-shm"):
             stale = Path(str(db) + suffix)
             if stale.exists():
                 stale.unlink()
         fsync_dir(db.parent)
-        self.index = Index(db)
+        self._open_index()
         return count
 
     def reconcile_index(self) -> Tuple[int, int]:

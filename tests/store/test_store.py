@@ -166,6 +166,34 @@ def test_search_operators(env):
         store.index.search("colour:blue")
 
 
+def test_phrases_exact_addresses_and_fields_in_the_compact_index(env):
+    """Layout 2 keeps no positions: a phrase is found by its words, then checked on the candidates' text."""
+    store = env.store()
+    store.ingest([
+        Arrival(raw=b"From: Alice <alice@corp.example>\r\nTo: bob@corp.example\r\nSubject: =?utf-8?q?Prix_d=C3=A9j=C3=A0_vu?=\r\n"
+                    b"Content-Type: text/plain; charset=utf-8\r\n\r\nThe floor price is firm.\r\n", spool_name="1"),
+        Arrival(raw=b"From: bob.alice@corp.example\r\nTo: carol@corp.example\r\nSubject: price floor\r\n\r\n"
+                    b"Is the price a floor, alice?\r\n", spool_name="2"),
+    ])
+
+    def subjects(query):
+        return sorted(r["subject"] for r in store.index.search(query))
+
+    assert subjects("floor price") == ["Prix d\u00e9j\u00e0 vu", "price floor"]
+    assert subjects('"floor price"') == ["Prix d\u00e9j\u00e0 vu"], "the words in this order, adjacent, in the body"
+    assert subjects('"price floor"') == ["price floor"], "in the subject"
+    assert subjects('subject:"price floor"') == ["price floor"] and subjects('body:"price floor"') == []
+    assert subjects("from:alice@corp.example") == ["Prix d\u00e9j\u00e0 vu"], "a whole address, not bob.alice@"
+    assert subjects("from:alice") == ["Prix d\u00e9j\u00e0 vu", "price floor"], "a word of the address"
+    assert subjects("body:alice") == ["price floor"] and subjects("subject:alice") == []
+    assert subjects("deja") == ["Prix d\u00e9j\u00e0 vu"] and subjects("subject:DEJ*") == ["Prix d\u00e9j\u00e0 vu"]
+    assert subjects("to:carol@corp.example flo*") == ["price floor"]
+    [row] = store.index.search("subject:floor")
+    assert subjects(f"msgid:{row['message_id'] or 'none'}") == [] and subjects(f"id:{row['id']}") == ["price floor"]
+    with pytest.raises(StoreError, match="expected hexadecimal"):
+        store.index.search("sha256:xyz")
+
+
 def test_search_involving_matches_whole_participant_addresses_only(env):
     store = env.store()
     store.ingest([

@@ -179,6 +179,22 @@ def cmd_export(args) -> int:
 
 
 def cmd_reindex(args) -> int:
+    if args.prepare:
+        from archive_store.index import LAYOUT, Index, OldLayout
+        from archive_store.store import Store
+
+        config = configuration.load(args.config)
+        try:
+            if config.db_path.exists():
+                Index(config.db_path, readonly=True).close()
+            print(f"index {config.db_path}: layout {LAYOUT} already, nothing to prepare")
+            return 0
+        except OldLayout:
+            pass
+        store = Store(config, recover=False, open_index=False)
+        count = store.prepare_layout()
+        print(f"prepared layout {LAYOUT} of the index: {count} messages in {store.prepared_path}; the service takes it at its next start")
+        return 0
     store = _store(args)
     if args.missing:
         added, removed = store.reconcile_index()
@@ -314,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="rebuild the index from the stored messages")
     p.add_argument("--missing", action="store_true",
                    help="only add what the index lacks and drop rows without objects (after a restore)")
+    p.add_argument("--prepare", action="store_true",
+                   help="upgrade: build this release's index layout beside an earlier release's, while its service runs")
     p.set_defaults(func=cmd_reindex)
     p = sub.add_parser("snapshot", help="write a consistent copy of the live index (for backups)")
     p.add_argument("--out", required=True)

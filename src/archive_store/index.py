@@ -20,6 +20,7 @@ checked against their text, newest first (``text_of``).
 import datetime
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import unicodedata
@@ -97,20 +98,26 @@ class OldLayout(StoreError):
     """The index was written by an earlier release: ``reindex`` rebuilds it from the objects."""
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+def old_layout(path: Path, layout: int) -> str:
+    return (f"index {path}: layout {layout or 1} of an earlier release; expected {LAYOUT}: run `archive_store reindex`"
+            " (the service does at its start)")
+
+
+def _connect(path: Path, readonly: bool, legacy: bool = False) -> sqlite3.Connection:
     if readonly:
         if not Path(path).exists():
             raise StoreError(f"index {path}: expected a database, found none (nothing ingested yet?)")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
+        if not Path(path).exists():  # mail metadata: the owner's alone, whatever the caller's umask (-wal, -shm follow)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
     layout = conn.execute("PRAGMA user_version").fetchone()[0]
     written = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
-    if written and layout < LAYOUT:
+    if written and layout < LAYOUT and not (readonly and legacy):
         conn.close()
-        raise OldLayout(f"index {path}: layout {layout or 1} of an earlier release; expected {LAYOUT}: run `archive_store reindex`"
-                        " (the service does at its start)")
+        raise OldLayout(old_layout(path, layout))
     if not readonly and not written:
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {LAYOUT}")
@@ -169,18 +176,26 @@ def _blob(value: str, what: str) -> bytes:
 
 
 class Index:
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, legacy: bool = False) -> None:
+        """``legacy``: a read-only index of an earlier layout opens too, for ``stats`` alone (the upgrade's drain
+        reads the backlog with this release's code); everything else raises OldLayout."""
         self.path = Path(path)
-        self.conn = _connect(self.path, readonly)
+        self.conn = _connect(self.path, readonly, legacy)
+        self.layout = self.conn.execute("PRAGMA user_version").fetchone()[0] or 1  # layout 1 set no version
         # archive ID -> the message's searchable text, for phrase checks (Store sets it: it holds the objects).
         self.text_of: Optional[Callable[[str], str]] = None
 
     def close(self) -> None:
         self.conn.close()
 
+    def _current(self) -> None:
+        if self.layout < LAYOUT:
+            raise OldLayout(old_layout(self.path, self.layout))
+
     # -- ingest -----------------------------------------------------------
     def known_spool_names(self, names: Iterable[str]) -> dict:
         """Map each already committed spool name to its message's archive ID."""
+        self._current()
         names = list(names)
         found = {}
         for start in range(0, len(names), 500):
@@ -192,12 +207,14 @@ class Index:
         return found
 
     def rowid_by_sha(self, sha256: str) -> Optional[Tuple[int, str]]:
+        self._current()
         digest = _blob(sha256, "sha256")
         row = self.conn.execute("SELECT rowid, id FROM messages WHERE substr(sha256, 1, 8) = ? AND sha256 = ?",
                                 (digest[:8], digest)).fetchone()
         return (row[0], _hex(row[1])) if row else None
 
     def has_ids(self, archive_ids: Iterable[str]) -> set:
+        self._current()
         blobs = [_blob(i, "id") for i in archive_ids]
         marks = ",".join("?" * len(blobs))
         return {_hex(r[0]) for r in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", blobs)} if blobs else set()
@@ -207,6 +224,7 @@ class Index:
 
         ``arrivals`` holds (spool_name, sha256, arrived, transit).
         """
+        self._current()
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -237,6 +255,7 @@ class Index:
             raise
 
     def remove(self, archive_id: str) -> None:
+        self._current()
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -252,11 +271,13 @@ class Index:
 
     # -- reading ----------------------------------------------------------
     def get(self, archive_id: str) -> Optional[dict]:
+        self._current()
         row = self.conn.execute("SELECT * FROM messages WHERE id = ?", (_blob(archive_id, "id"),)).fetchone()
         return self._describe(row) if row else None
 
     def transit(self, archive_id: str) -> List[str]:
         """The transit headers (Received by this cluster's hosts) of a message's first arrival."""
+        self._current()
         first = self.conn.execute(
             "SELECT a.transit FROM arrivals a JOIN messages m ON m.rowid = a.message WHERE m.id = ?"
             " ORDER BY a.arrived LIMIT 1", (_blob(archive_id, "id"),)).fetchone()
@@ -280,6 +301,7 @@ class Index:
     def search(self, query: str, limit: int = 50, offset: int = 0, involving: Iterable[str] = (), brief: bool = False) -> List[dict]:
         """Matches of ``query``, newest first; with ``involving``, only messages one of those addresses took part in;
         ``brief``: without attachments and arrival counts (an export needs neither)."""
+        self._current()
         parsed = parse_query(query)
         match, where, params = parsed.match, list(parsed.where), list(parsed.params)
         wanted = sorted({participants.normalise(a) for a in involving if a.strip()})
@@ -348,6 +370,7 @@ class Index:
         return row[0] if row else None
 
     def expired(self, now: int) -> List[dict]:
+        self._current()
         rows = self.conn.execute("SELECT * FROM messages WHERE retain_until < ? ORDER BY rowid", (now,)).fetchall()
         return [self._describe(r) for r in rows]
 
@@ -356,6 +379,7 @@ class Index:
 
         IDs begin with their TAI64N time, so this is a range scan on the ID.
         """
+        self._current()
         rows = self.conn.execute(
             "SELECT id, sha256, message_id, arrived, size FROM messages"
             " WHERE id > ? AND id >= ? AND id < ? ORDER BY id LIMIT ?",
@@ -364,6 +388,7 @@ class Index:
         return [{"id": r[0].hex(), "sha256": r[1].hex(), "message_id": r[2], "arrived": r[3], "size": r[4]} for r in rows]
 
     def all_ids(self) -> List[str]:
+        self._current()
         return [r[0].hex() for r in self.conn.execute("SELECT id FROM messages ORDER BY rowid")]
 
 

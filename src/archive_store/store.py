@@ -28,7 +28,7 @@ from archive_store import crashpoints
 from archive_store.config import Config
 from archive_store.crypto import Keyring
 from archive_store.errors import IntegrityError, StoreError
-from archive_store.index import Index, OldLayout
+from archive_store.index import LAYOUT, Index, OldLayout
 from archive_store.objects import ObjectStore, fsync_dir, fsync_dirs
 from archive_store.parse import extract
 from archive_store.spool import Arrival
@@ -63,7 +63,7 @@ def _unpack(payload: bytes) -> Tuple[dict, bytes]:
 
 
 class Store:
-    def __init__(self, config: Config, readonly: bool = False, recover: bool = True) -> None:
+    def __init__(self, config: Config, readonly: bool = False, recover: bool = True, open_index: bool = True) -> None:
         self.config = config
         self.readonly = readonly
         if not readonly:
@@ -75,16 +75,39 @@ class Store:
         self.intent = config.data_dir / "intent"
         self._extractor: Optional[Extractor] = None
         self._extractor_lock = threading.Lock()
+        if not open_index:  # prepare_layout(): the live index belongs to the running service
+            return
         try:
             self._open_index()
         except OldLayout as exc:
-            if readonly:
-                raise
-            # An index of an earlier release: rebuilt from the objects, which hold everything it had.
-            log.warning("%s; rebuilding it from the stored objects", exc)
-            log.warning("index rebuilt: %d messages", self.reindex())
+            if readonly:  # for stats alone; the rest says what to do
+                self.index = Index(config.db_path, readonly=True, legacy=True)
+            else:
+                self._upgrade(exc)
         if recover and not readonly:  # a second writer beside a running ingest must not
             self.recover()              # take the ingest's open batch for a crashed one
+
+    @property
+    def prepared_path(self) -> Path:
+        """Where ``prepare_layout`` builds this release's index beside an earlier release's live one."""
+        return self.config.db_path.with_name(self.config.db_path.name + f".layout{LAYOUT}")
+
+    def _upgrade(self, old: OldLayout) -> None:
+        """Replace an index of an earlier release: by the one ``prepare_layout`` built beside it (then only what
+        was stored or purged since is brought up to date), or else by a rebuild from the objects."""
+        if self.prepared_path.exists():
+            log.warning("%s; taking the index prepared beside it (%s)", old, self.prepared_path)
+            self._swap_in(self.prepared_path)
+            added, removed = self.reconcile_index()
+            log.warning("index upgraded: %d messages stored since it was prepared added, %d rows removed", added, removed)
+            return
+        log.warning("%s; rebuilding it from the stored objects", old)
+        log.warning("index rebuilt: %d messages", self.reindex())
+
+    def prepare_layout(self) -> int:
+        """Build this release's index from the objects beside the live index, which an earlier release's service
+        still writes to; the upgraded service takes it at its start.  Returns the messages indexed."""
+        return self._build(self.prepared_path)
 
     def _open_index(self) -> None:
         self.index = Index(self.config.db_path, readonly=self.readonly)
@@ -359,25 +382,33 @@ class Store:
 
     def reindex(self) -> int:
         """Rebuild the whole index from the sealed objects alone."""
-        db = self.config.db_path
-        fresh = db.with_name(db.name + ".rebuild")
-        for leftover in (fresh, Path(str(fresh) + "-wal"), Path(str(fresh) + "-shm")):
+        fresh = self.config.db_path.with_name(self.config.db_path.name + ".rebuild")
+        count = self._build(fresh)
+        self._swap_in(fresh)
+        return count
+
+    def _build(self, path: Path) -> int:
+        """A complete index of the objects on disk at ``path`` (what was there is replaced)."""
+        for leftover in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
             if leftover.exists():
                 leftover.unlink()
-        target = Index(fresh)
+        target = Index(path)
         count = self._index_objects(target, self._live_ids())
         target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         target.close()
+        return count
+
+    def _swap_in(self, path: Path) -> None:
+        db = self.config.db_path
         if self.index is not None:
             self.index.close()
-        os.rename(fresh, db)
+        os.rename(path, db)
         for suffix in ("-wal", "-shm"):
             stale = Path(str(db) + suffix)
             if stale.exists():
                 stale.unlink()
         fsync_dir(db.parent)
         self._open_index()
-        return count
 
     def reconcile_index(self) -> Tuple[int, int]:
         """Bring an older index (a restored backup) up to the objects on disk.

@@ -2,6 +2,7 @@
 this one without losing a message, and ``reindex`` gives its old messages what this release indexes."""
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,27 @@ def test_a_store_of_the_previous_release_upgrades_without_losing_a_message(env, 
         assert hashlib.sha256(store.get_raw(archive_id)).hexdigest() == store.index.get(archive_id)["sha256"]
     store.close()
     env.cli("verify", "--all")
+
+
+def test_the_new_layout_is_prepared_beside_the_running_release_and_taken_at_the_start(env, tmp_path, previous_src):
+    """The worker role's upgrade: `reindex --prepare` while the earlier release still ingests; the upgraded
+    service takes the prepared index and adds only what was stored since."""
+    def previous(*args):
+        return subprocess.run([sys.executable, "-m", "archive_store", "-c", str(env.conf_path), *args],
+                              env={"PYTHONPATH": str(previous_src), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    before, after = [p for p in corpus_files()[:40]], [p for p in corpus_files()[40:]]
+    assert previous("ingest", *map(str, before)).returncode == 0
+    prepared = env.cli("reindex", "--prepare").stdout.decode()
+    assert "prepared layout 2 of the index: 40 messages" in prepared, prepared
+    assert (Path(str(env.config().db_path) + ".layout2").stat().st_mode & 0o777) == 0o600, "mail metadata: the store's alone"
+    (folder / "journal.eml").write_bytes(journal_report(ENVELOPE))
+    assert previous("ingest", *map(str, after), str(folder / "journal.eml")).returncode == 0, "the earlier release goes on"
+    # The rolling restart's drain reads the backlog with this release's code from the earlier layout.
+    assert json.loads(env.cli("stats").stdout)["messages"] == len(corpus_files()) + 1
+    store = env.store()
+    assert not Path(str(store.config.db_path) + ".layout2").exists()
+    assert store.index.stats()["messages"] == len(corpus_files()) + 1
+    assert store.index.search("to:heidi.hidden@example.com"), "a message stored after the index was prepared"
+    assert env.cli("reindex", "--prepare").stdout.decode().startswith("index ")

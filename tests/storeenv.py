@@ -40,12 +40,13 @@ class StoreEnv:
         self.license_path = base / "license"
         self.spool = base / "spool" / "Maildir"
         # The API's clients: "admin" with every scope but import and metrics, "importer" with import only, "reader" with read only,
-        # "ui" with what the web interface needs, "monitor" with metrics only.
+        # "ui" with what the web interface needs, "monitor" with metrics only, "dedupe" with dedupe only.
         self.token = secrets.token_hex(32)
         self.read_token = secrets.token_hex(32)
         self.ui_token = secrets.token_hex(32)
         self.metrics_token = secrets.token_hex(32)
         self.import_token = secrets.token_hex(32)
+        self.dedupe_token = secrets.token_hex(32)
         self.port = 0
         self.health_port = 0
         self.policy_port = 0
@@ -58,7 +59,8 @@ class StoreEnv:
                                      f"reader {token_hash(self.read_token)} read\n"
                                      f"ui {token_hash(self.ui_token)} read,holds\n"
                                      f"monitor {token_hash(self.metrics_token)} metrics\n"
-                                     f"importer {token_hash(self.import_token)} import\n")
+                                     f"importer {token_hash(self.import_token)} import\n"
+                                     f"dedupe {token_hash(self.dedupe_token)} dedupe\n")
         self.ca = CA(base / "pki")
         self.cert_file, self.key_file = self.ca.issue("worker0")
         self.access_log = base / "access.log"
@@ -132,8 +134,9 @@ class StoreEnv:
         for service in self.services:
             service.stop()
 
-    def deliver(self, raw: bytes, name: str = None, env_from="journal@example.org") -> str:
-        """Write what postfix's virtual(8) would write for ``raw`` sent in DATA."""
+    def deliver(self, raw: bytes, name: str = None, env_from="journal@example.org", gateway_id="4Abc2") -> str:
+        """Write what postfix's virtual(8) would write for ``raw`` sent in DATA, which the gateway
+        received as queue file ``gateway_id``."""
         name = name or f"{time.time_ns()}.V1I{secrets.token_hex(4)}M1.worker0"
         transit = (
             f"Return-Path: <{env_from}>\r\n"
@@ -142,7 +145,7 @@ class StoreEnv:
             "\tby worker0.example.com (Postfix) with ESMTPS id 4Xyz1\r\n"
             "\tfor <archive@archive.example.com>; Sun, 22 Nov 2026 10:00:01 +0000 (UTC)\r\n"
             "Received: from mx.customer.example (mx.customer.example [198.18.0.1])\r\n"
-            "\tby archive-gw.example.com (Postfix) with ESMTP id 4Abc2\r\n"
+            f"\tby archive-gw.example.com (Postfix) with ESMTP id {gateway_id}\r\n"
             "\tfor <archive@archive-gw.example.com>; Sun, 22 Nov 2026 10:00:00 +0000 (UTC)\r\n"
         ).encode()
         assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b""), "wire form needs CRLF lines"

@@ -184,6 +184,27 @@ class ArchiveApi(object):
         answer = self._request("/api/v1/probes/%s/purge" % quote(run), method="POST")
         return json.loads(answer.decode("utf-8"))["purged"]
 
+    def arrivals(self, archive_ids):
+        """{archive ID: [{spool_name, arrived, transit}, ...]} of those of these messages the worker holds (scope dedupe)."""
+        found = {}
+        archive_ids = list(archive_ids)
+        for start in range(0, len(archive_ids), MAX_PAGE):
+            answer = self._request("/api/v1/arrivals", "POST", {"ids": archive_ids[start:start + MAX_PAGE]})
+            found.update(json.loads(answer.decode("utf-8"))["arrivals"])
+        return found
+
+    def add_arrivals(self, archive_id, sha256, arrivals, source):
+        """Record another worker's copy's arrivals on this message (``source``: that copy's worker and id)."""
+        answer = self._request("/api/v1/messages/%s/arrivals" % quote(archive_id), "POST",
+                               {"sha256": sha256, "arrivals": arrivals, "source": source})
+        return json.loads(answer.decode("utf-8"))["added"]
+
+    def remove_duplicate(self, archive_id, sha256, kept):
+        """Remove this worker's copy of a message that ``kept`` (another worker and id) keeps; audited there."""
+        answer = self._request("/api/v1/messages/%s/remove-duplicate" % quote(archive_id), "POST",
+                               {"sha256": sha256, "kept": kept})
+        return json.loads(answer.decode("utf-8"))["removed"]
+
     def holds(self):
         return json.loads(self._request("/api/v1/holds").decode("utf-8"))["holds"]
 
@@ -191,6 +212,27 @@ class ArchiveApi(object):
         """Add (or remove) a legal hold; the store audits it with this client's name."""
         path = "/api/v1/holds/remove" if remove else "/api/v1/holds"
         return json.loads(self._request(path, "POST", {"address": address, "reason": reason}).decode("utf-8"))["holds"]
+
+
+def site_apis(path, timeout=300):
+    """(an ArchiveApi per worker, the whole file) of a site file: JSON with {"workers": [{"name", "url",
+    "server_id", "ca_file"}], "token_file"}, as playbooks/import.yml and the worker role write it.
+    Raises ArchiveApiError with one line naming the file and what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            site = json.load(handle)
+        with open(site["token_file"], encoding="utf-8") as handle:
+            token = handle.read().strip()
+        apis = [ArchiveApi(w["name"], w["url"], token, timeout=timeout, server_id=w.get("server_id"), cafile=w.get("ca_file"))
+                for w in site["workers"]]
+    except OSError as exc:
+        raise ArchiveApiError("site file %s: %s: %s" % (path, exc.filename or path, exc.strerror or exc)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveApiError("site file %s: expected JSON with workers[] (name, url) and token_file, "
+                              "found a problem with %s" % (path, exc)) from None
+    except ArchiveApiError as exc:
+        raise ArchiveApiError("site file %s: %s" % (path, exc)) from None
+    return apis, site
 
 
 def search_all(apis, query, limit=50, offset=0):

@@ -13,7 +13,6 @@ failed or the run stopped before the end (run it again to go on), 2 on a usage o
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ import time
 from tqdm import tqdm
 
 from archive_common import importer, mailsources
-from archive_common.client import ArchiveApi, ArchiveApiError
+from archive_common.client import ArchiveApiError, site_apis
 
 DEFAULT_STATE_DIR = os.path.join(os.path.expanduser("~"), ".local", "state", "mailarchive-import")
 
@@ -47,19 +46,9 @@ def parse_args(argv):
 def load_site(path):
     """The workers (ArchiveApi each) and the message size limit from the site file; one-line errors."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            site = json.load(handle)
-        with open(site["token_file"], encoding="utf-8") as handle:
-            token = handle.read().strip()
-        apis = [ArchiveApi(w["name"], w["url"], token, timeout=300, server_id=w.get("server_id"), cafile=w.get("ca_file"))
-                for w in site["workers"]]
-    except OSError as exc:
-        raise SystemExit("mailarchive-import: site file %s: %s: %s" % (path, exc.filename or path, exc.strerror or exc)) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SystemExit("mailarchive-import: site file %s: expected JSON with workers[] (name, url) and token_file, "
-                         "found a problem with %s" % (path, exc)) from None
+        apis, site = site_apis(path)
     except ArchiveApiError as exc:
-        raise SystemExit("mailarchive-import: site file %s: %s" % (path, exc)) from None
+        raise SystemExit("mailarchive-import: %s" % exc) from None
     return apis, int(site.get("max_message_bytes") or 52000000)
 
 

@@ -13,6 +13,9 @@ Scopes:
     holds   add and remove legal holds
     import  store imported mail
     metrics the Prometheus metrics (metrics.py); no mail, no metadata
+    dedupe  the site-wide duplicate pass (archive_common/dedupe.py): list, a
+            message's arrivals, record arrivals on a message and remove a
+            copy that another worker keeps; never the mail itself
 
 A token that matches no line gets 401; a client without the scope an
 endpoint needs gets 403 naming the scope.  Every request that returns mail
@@ -34,7 +37,7 @@ from typing import Optional
 
 from archive_store.errors import StoreError
 
-SCOPES = ("read", "probes", "holds", "import", "metrics")
+SCOPES = ("read", "probes", "holds", "import", "metrics", "dedupe")
 MIN_TOKEN_CHARS = 32
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")

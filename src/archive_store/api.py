@@ -150,15 +150,17 @@ class Handler(_Base):
     protocol_version = "HTTP/1.1"
     timeout = HANDSHAKE_TIMEOUT
 
-    def _client(self, scope: str):
-        """The authenticated client holding ``scope``; otherwise answer 401 or 403 and return None."""
+    def _client(self, scope: str, *alternatives: str):
+        """The authenticated client holding ``scope`` (or one of ``alternatives``); otherwise answer 401 or 403
+        and return None."""
         client = access.authenticate(self.server.clients, self.headers.get("Authorization", ""))
         if client is None:
             self._json(401, {"error": "missing or wrong bearer token"})
             return None
-        if scope not in client.scopes:
-            log.warning("client %s from %s lacks scope %s for %s", client.name, self.client_address[0], scope, self.path)
-            self._json(403, {"error": f"client {client.name} lacks the scope {scope!r} that {urlsplit(self.path).path} needs"})
+        if not client.scopes & {scope, *alternatives}:
+            wanted = " or ".join(repr(s) for s in (scope, *alternatives))
+            log.warning("client %s from %s lacks scope %s for %s", client.name, self.client_address[0], wanted, self.path)
+            self._json(403, {"error": f"client {client.name} lacks the scope {wanted} that {urlsplit(self.path).path} needs"})
             return None
         return client
 
@@ -209,7 +211,10 @@ class Handler(_Base):
         parts = [p for p in url.path.split("/") if p]
         if parts == ["api", "v1", "metrics"]:
             return self._metrics()
-        client = self._client("holds" if parts == ["api", "v1", "holds"] else "read")
+        if parts == ["api", "v1", "list"]:  # IDs and digests, no mail: the duplicate pass lists too
+            client = self._client("read", "dedupe")
+        else:
+            client = self._client("holds" if parts == ["api", "v1", "holds"] else "read")
         if client is None:
             return None
         try:
@@ -240,6 +245,9 @@ class Handler(_Base):
             return self._change_hold(body, remove=len(parts) == 4)
         if parts == ["api", "v1", "messages", "raw"]:
             return self._raw_batch(body)
+        if parts == ["api", "v1", "arrivals"] or (len(parts) == 5 and parts[:3] == ["api", "v1", "messages"]
+                                                  and parts[4] in ("arrivals", "remove-duplicate")):
+            return self._dedupe(parts, body)
         return self._json(404, {"error": f"no such endpoint {self.path}"})
 
     def _metrics(self):
@@ -314,6 +322,38 @@ class Handler(_Base):
             return self._json(400, {"error": str(exc)})
         self._logged(client, "get raw", ids=[i for i in wanted if rows[i]])
         return self._send(200, b"".join(parts), "application/octet-stream")
+
+    def _dedupe(self, parts, data):
+        """The site-wide duplicate pass's endpoints (scope dedupe): arrivals of messages; arrivals recorded on the
+        kept copy; the extra copy removed. Each change is audited by the store with this client's name."""
+        client = self._client("dedupe")
+        if client is None:
+            return None
+        by = {"client": client.name, "client_address": self.client_address[0]}
+        try:
+            body = self._json_object(data)
+            if parts[-1] == "arrivals" and len(parts) == 3:
+                wanted = body.get("ids")
+                if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted) or not 0 < len(wanted) <= MAX_LIMIT:
+                    raise StoreError(f"arrivals: expected {{\"ids\": [...]}} with 1 to {MAX_LIMIT} archive IDs")
+                with self.server.lock:
+                    found = self.server.store.index.arrivals_of(wanted)
+                self._logged(client, "arrivals", ids=sorted(found))
+                return self._json(200, {"server_id": self.server.store.config.server_id, "arrivals": found})
+            archive_id, sha256 = parts[3], str(body.get("sha256", ""))
+            if parts[4] == "arrivals":
+                source = body.get("source") if isinstance(body.get("source"), dict) else {}
+                added = self._writer(lambda writer: retention.add_arrivals(
+                    writer, archive_id, sha256, body.get("arrivals"), from_worker=str(source.get("worker", "")),
+                    from_id=str(source.get("id", "")), **by))
+                return self._json(200, {"server_id": self.server.store.config.server_id, "added": added})
+            kept = body.get("kept") if isinstance(body.get("kept"), dict) else {}
+            removed = self._writer(lambda writer: retention.remove_duplicate(writer, archive_id, sha256, kept, **by))
+        except StoreError as exc:
+            return self._json(400, {"error": str(exc)})
+        log.info("removed %s, a duplicate delivery of %s on %s, for %s at %s", archive_id, kept["id"], kept["worker"],
+                 client.name, self.client_address[0])
+        return self._json(200, {"server_id": self.server.store.config.server_id, "removed": removed})
 
     def _import(self, client, data):
         """Store imported messages; answer each one's outcome once the batch is committed.

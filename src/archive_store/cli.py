@@ -298,6 +298,32 @@ def cmd_license(args) -> int:
     return 0
 
 
+def cmd_dedupe(args) -> int:
+    """The site-wide duplicate pass (archive_common/dedupe.py) over the workers of a site file, as the
+    worker role's timer runs it on one worker per site; one line per duplicate, then a summary."""
+    from archive_common import dedupe
+    from archive_common.client import ArchiveApiError, site_apis
+
+    now = int(time.time())
+    try:
+        apis, _site = site_apis(args.site, timeout=120)
+        plan, report = dedupe.find(apis, now - args.since, now)
+        removed = [] if args.dry_run else dedupe.remove(apis, plan)
+    except ArchiveApiError as exc:
+        raise StoreError(f"dedupe: {exc}") from None
+    done = {entry["extra"]["id"]: entry for entry in removed}
+    for entry in plan:
+        held = done.get(entry["extra"]["id"], {}).get("held_by")
+        print(f"{'removed' if entry['extra']['id'] in done else 'found'} {entry['extra']['worker']} {entry['extra']['id']}: "
+              f"a second delivery of gateway {entry['gateway']} queue ID {entry['queue_id']}, kept as "
+              f"{entry['kept']['worker']} {entry['kept']['id']} (sha256 {entry['sha256'][:16]}, {entry['message_id'] or '-'})"
+              + (f"; under the hold on {held}, which the kept copy carries" if held else ""))
+    print(f"dedupe: {sum(report['listed'].values())} messages listed on {len(apis)} workers in the last {args.since} s; "
+          f"{report['same_bytes_on_several_workers']} held by several workers; {len(plan)} duplicate deliveries found, "
+          f"{len(removed)} removed; {report['distinct_deliveries_of_the_same_bytes']} distinct deliveries of the same bytes kept")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="archive_store", description="The mailarchive worker's archive store.")
     parser.add_argument("-c", "--config", help=f"config file (default $ARCHIVE_STORE_CONF or {configuration.DEFAULT_PATH})")
@@ -349,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", nargs="?", default="")
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_hold)
+    p = sub.add_parser("dedupe", help="the site-wide duplicate pass over the workers of a site file (no store needed)")
+    p.add_argument("--site", required=True, help='JSON: {"workers": [{"name", "url", "ca_file"}], "token_file"}')
+    p.add_argument("--since", type=int, default=172800, help="seconds back from now (default two days)")
+    p.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    p.set_defaults(func=cmd_dedupe)
     p = sub.add_parser("keygen", help="create the encryption key file")
     p.add_argument("--rotate", action="store_true", help="append a new active key")
     p.add_argument("--merge", metavar="FILE", help="add the older keys of FILE (a restored key file)")

@@ -25,7 +25,7 @@ import re
 import sqlite3
 import unicodedata
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from archive_common import ids, participants
 from archive_store.errors import StoreError
@@ -253,6 +253,41 @@ class Index:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def arrivals_of(self, archive_ids: List[str]) -> Dict[str, List[dict]]:
+        """Each message's arrivals, oldest first: spool name, time and transit lines (IDs not held left out)."""
+        self._current()
+        found: Dict[str, List[dict]] = {archive_id: [] for archive_id in archive_ids}
+        blobs = [_blob(i, "id") for i in archive_ids]
+        for start in range(0, len(blobs), 500):
+            chunk = blobs[start:start + 500]
+            for archive_id, spool_name, arrived, transit in self.conn.execute(
+                    "SELECT m.id, a.spool_name, a.arrived, a.transit FROM arrivals a JOIN messages m ON m.rowid = a.message"
+                    f" WHERE m.id IN ({','.join('?' * len(chunk))}) ORDER BY a.arrived, a.spool_name", chunk):
+                found[_hex(archive_id)].append({"spool_name": spool_name, "arrived": arrived,
+                                                "transit": [line for line in transit.split("\n") if line]})
+        held = self.has_ids(archive_ids)
+        return {archive_id: rows for archive_id, rows in found.items() if archive_id in held}
+
+    def add_arrivals(self, archive_id: str, arrivals: List[Tuple[str, int, str]]) -> int:
+        """Record (spool_name, arrived, transit) arrivals on a message; those already there are skipped.
+        Returns how many were new."""
+        self._current()
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT rowid FROM messages WHERE id = ?", (_blob(archive_id, "id"),)).fetchone()
+            if row is None:
+                raise StoreError(f"id {archive_id}: not in the index")
+            before = cur.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row[0],)).fetchone()[0]
+            cur.executemany("INSERT OR IGNORE INTO arrivals (spool_name, message, arrived, transit) VALUES (?,?,?,?)",
+                            [(name, row[0], arrived, transit) for name, arrived, transit in arrivals])
+            after = cur.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row[0],)).fetchone()[0]
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return after - before
 
     def remove(self, archive_id: str) -> None:
         self._current()

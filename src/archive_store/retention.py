@@ -14,12 +14,13 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import List
 
-from archive_common import probes
+from archive_common import ids, probes
 from archive_store.errors import StoreError
 from archive_store.store import Store
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a hold set before the first message
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -82,6 +83,42 @@ def _remove(store: Store, row: dict, **detail) -> None:
     audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"], sha256=row["sha256"], **detail)
     store.index.remove(row["id"])
     store.objects.delete(row["id"])
+
+
+def remove_duplicate(store: Store, archive_id: str, sha256: str, kept: dict, **detail) -> dict:
+    """Remove a copy that the site-wide duplicate pass found to be the gateway's second delivery of a journaled
+    message another worker keeps (``kept``: its ``worker`` and ``id``; that copy has this one's arrivals by now).
+    A legal hold does not keep it: the kept copy, with the same bytes, is under the same hold."""
+    row = store.index.get(archive_id)
+    if row is None:
+        raise StoreError(f"duplicate removal: expected a message with id {archive_id}, found none")
+    if row["sha256"] != sha256:
+        raise StoreError(f"duplicate removal: id {archive_id} has sha256 {row['sha256']}, not {sha256}; not removed")
+    if not ids.is_valid(str(kept.get("id", ""))) or kept["id"] == archive_id or not kept.get("worker"):
+        raise StoreError(f"duplicate removal: expected the kept copy's worker and another archive ID, found {kept!r}")
+    held = Holds(store.config.holds_file, store.config.audit_log).held(row)
+    if held:
+        detail["held_by"] = held
+        detail["hold"] = f"removed under the legal hold on {held}: the kept copy {kept['id']} carries it"
+    _remove(store, row, reason=f"duplicate delivery, kept as {kept['id']} on {kept['worker']}", kept_id=kept["id"],
+            kept_worker=kept["worker"], **detail)
+    return {"id": archive_id, "message_id": row["message_id"], "sha256": sha256, "held_by": held}
+
+
+def add_arrivals(store: Store, archive_id: str, sha256: str, arrivals: list, **detail) -> int:
+    """Record on a message the arrivals of a duplicate copy about to be removed from another worker (audited)."""
+    row = store.index.get(archive_id)
+    if row is None or row["sha256"] != sha256:
+        raise StoreError(f"arrivals: expected a message with id {archive_id} and sha256 {sha256}, found "
+                         + (f"sha256 {row['sha256']}" if row else "none"))
+    try:
+        rows = [(str(a["spool_name"]), int(a["arrived"]), "\n".join(str(line) for line in a["transit"])) for a in arrivals]
+    except (KeyError, TypeError, ValueError):
+        raise StoreError("arrivals: expected a list of {spool_name, arrived, transit: [lines]}") from None
+    added = store.index.add_arrivals(archive_id, rows)
+    audit(store.config.audit_log, "arrival-add", id=archive_id, sha256=sha256, spool_names=[r[0] for r in rows],
+          added=added, **detail)
+    return added
 
 
 def purge(store: Store, dry_run: bool, now: float = None) -> List[dict]:

@@ -27,7 +27,7 @@ def test_a_token_finds_its_client_and_scopes(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("controller sha256:abc read\n", "line 1: expected the token's hash as sha256:<64 hex digits>, found 'sha256:abc'"),
-    (f"controller {HASH} read,delete\n", "line 1: unknown scope 'delete'; scopes are read, probes, holds, import, metrics"),
+    (f"controller {HASH} read,delete\n", "line 1: unknown scope 'delete'; scopes are read, probes, holds, import, metrics, dedupe"),
     (f"controller {HASH}\n", "line 1: expected 'name sha256:<hex> scope,...', found 2 fields"),
     (f"c {HASH} read\nc {HASH} read\n", "line 2: client c is listed twice"),
     (f"bad/name {HASH} read\n", "line 1: expected a client name of letters, digits, '.', '_' or '-', found 'bad/name'"),

@@ -70,7 +70,7 @@ def test_the_new_layout_is_prepared_beside_the_running_release_and_taken_at_the_
                               env={"PYTHONPATH": str(previous_src), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
     folder = tmp_path / "mail"
     folder.mkdir()
-    before, after = [p for p in corpus_files()[:40]], [p for p in corpus_files()[40:]]
+    before, after = corpus_files()[:40], corpus_files()[40:]
     assert previous("ingest", *map(str, before)).returncode == 0
     prepared = env.cli("reindex", "--prepare").stdout.decode()
     assert "prepared layout 2 of the index: 40 messages" in prepared, prepared

@@ -101,7 +101,7 @@ def test_an_api_client_with_a_short_token_or_an_address_that_is_not_ipv4(tmp_pat
     [(host, msg)] = failures
     assert host == "worker1"
     assert msg == ("worker1: worker_api_clients entry web1 needs a name, a token of at least 32 characters, scopes from "
-                   "read, probes, holds, import, metrics (found read) and IPv4 addresses (found web1.example.com)")
+                   "read, probes, holds, import, metrics, dedupe (found read) and IPv4 addresses (found web1.example.com)")
     assert "shorttoken" not in str(failures)
 
 

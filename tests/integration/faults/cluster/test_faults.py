@@ -240,3 +240,64 @@ def test_a_rolling_upgrade_under_load_restarts_one_drained_worker_at_a_time(site
     # Back to the inventory's setting (another rolling restart, without load).
     proc = playbook("site.yml", "--limit", "workers", "--tags", "worker_configure")
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def replay_delivery(site, holder, row, target):
+    """Hand ``target`` the copy ``holder`` archived as the gateway did: the same bytes under the same gateway
+    Received header (queue ID and all), sent from the gateway, which is what postfix does when a worker's
+    250 was lost after its commit. Returns the gateway's queue ID."""
+    meta = site.client(holder).message(row["id"])
+    gateway_line = meta["transit"][1]
+    raw = site.client(holder).raw(row["id"])
+    script = ("import smtplib,sys; s=smtplib.SMTP(sys.argv[1], 25, timeout=30); s.ehlo('archive-gw.example.com');"
+              "s.sendmail(sys.argv[2] or '<>', [sys.argv[3]], sys.stdin.buffer.read()); s.quit()")
+    docker("exec", "-i", site.gateways[0], "python3", "-c", script, site.ip[target], meta["env_from"],
+           f"archive@{site.archive_domain}", input=gateway_line.encode() + b"\r\n" + raw, text=False)
+    return gateway_line.split(" id ", 1)[1].split()[0]
+
+
+def test_the_duplicate_pass_leaves_one_copy_of_each_delivery_after_workers_postfix_is_killed_under_load(site):
+    """Every worker's postfix killed (SIGKILL, no goodbye) in turn while mail streams in: nothing is lost; a
+    second delivery of a gateway queue file to another worker (SMTP's window, RFC 1047; one is made for
+    certain by replaying a delivery from the gateway) is found by playbooks/dedupe.yml and removed, so each
+    message is archived once; verify --all is clean on every worker."""
+    def fault(load):
+        for mark, worker in zip((150, 350, 550, 750, 950), site.workers):
+            wait_until_sent(load, mark)
+            docker("exec", worker, "systemctl", "kill", "--signal=SIGKILL", "postfix@-.service")
+            time.sleep(2)
+            docker("exec", worker, "sh", "-c", "systemctl reset-failed postfix@-.service; systemctl start postfix@-.service")
+            come_back(worker, site.ip[worker], via=site.gateways[0])
+
+    started = time.time()
+    tag = f"dedupe{int(started)}"
+    messages = make_messages(tag, 1200, size=2000)
+    load = Load(site.ip[site.gateways[0]], site.journal_address, messages, pause=0.01)
+    load.start()
+    fault(load)
+    load.join(300)
+    assert not load.is_alive() and len(load.acked) == len(messages)
+    wanted, found = wait_archived(site, tag, messages, timeout=300)
+    lost, duplicated = summary(f"postfix killed on every worker ({load.retries} sessions retried)", messages, found, started)
+    assert lost == 0
+    holder, row = next(iter(found.values()))[0]
+    target = next(w for w in site.workers if w != holder)
+    queue_id = replay_delivery(site, holder, row, target)
+    wait_until(lambda: len(wait_archived(site, tag, messages, timeout=0)[1][row["sha256"]]) == 2,
+               f"the replayed delivery on {target}", timeout=60)
+
+    proc = playbook("playbooks/dedupe.yml", "-e", f"dedupe_since=-{int(time.time() - started) + 60}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = " ".join(proc.stdout.split())  # the YAML callback folds long lines
+    report = re.search(r"msg: (\d+ messages listed on .*? kept)", out)
+    assert report, proc.stdout[-3000:]
+    print(f"dedupe.yml: {report.group(1)} (the queue file {queue_id} replayed to {target} among them)")
+    assert int(re.search(r"(\d+) removed", report.group(1)).group(1)) >= 1 and f"queue ID {queue_id}" in out
+
+    wanted, found = wait_archived(site, tag, messages, timeout=60)
+    lost, duplicated = summary("after the duplicate pass", messages, found, started)
+    # What stays twice is only what the sender itself sent twice (a new gateway queue file each time).
+    assert lost == 0 and duplicated <= load.retries, (lost, duplicated, load.retries)
+    for worker in site.workers:
+        out = docker("exec", worker, "archive_store", "verify", "--all", check=False)
+        assert out.returncode == 0, f"{worker}: {out.stdout[-500:]}{out.stderr[-500:]}"

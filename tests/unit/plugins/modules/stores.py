@@ -8,6 +8,7 @@ store before a module sees it.
 import os
 import secrets
 import smtplib
+import socket
 import subprocess
 import time
 
@@ -47,7 +48,7 @@ class StoreSite:
         # One client with every scope it needs; the site CA of this store alone.
         self.token = secrets.token_hex(32)
         (base / "api.clients").write_text(f"controller {token_hash(self.token)} "
-                                          "read,probes,holds,import\n")
+                                          "read,probes,holds,import,dedupe\n")
         self.ca = CA(base / "pki")
         cert_file, key_file = self.ca.issue(name)
         self.ca_file = str(self.ca.cert_file)
@@ -78,6 +79,18 @@ class StoreSite:
         """Hand a message to this site's gateway by SMTP, as a journaling mail server would."""
         with smtplib.SMTP("127.0.0.1", self.smtp_port) as client:
             client.sendmail("journal@customer.example", [f"archive@{self.name}.test"], raw)
+
+    def delivered_by_gateway(self, raw, queue_id):
+        """Write what virtual(8) writes for ``raw`` that the gateway gw.test received as queue file ``queue_id``
+        and handed to this worker (the gateway's Received header is what the duplicate pass compares)."""
+        name = f"{time.time_ns()}.V1I{secrets.token_hex(4)}M1.{self.name}"
+        head = (f"Return-Path: <journal@customer.example>\nDelivered-To: archive@{self.name}.test\n"
+                f"Received: from gw.test (gw.test [127.0.0.1])\n\tby {socket.gethostname()} (Postfix) with ESMTPS id W{queue_id}\n"
+                f"\tfor <archive@{self.name}.test>; Sun, 22 Nov 2026 10:00:01 +0000 (UTC)\n"
+                f"Received: from mx.customer.example (mx.customer.example [198.18.0.1])\n\tby gw.test (Postfix) with ESMTP"
+                f" id {queue_id}\n\tfor <archive@gw.test>; Sun, 22 Nov 2026 10:00:00 +0000 (UTC)\n").encode()
+        (self.spool / "tmp" / name).write_bytes(head + raw.replace(b"\r\n", b"\n"))
+        os.rename(self.spool / "tmp" / name, self.spool / "new" / name)
 
     def count(self):
         return int(self.cli("stats").stdout.decode().split('"messages": ')[1].split(",")[0])

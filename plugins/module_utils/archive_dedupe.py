@@ -1,0 +1,1 @@
+../../src/archive_common/dedupe.py

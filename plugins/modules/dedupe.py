@@ -41,7 +41,9 @@ options:
     type: int
     default: -172800
   until:
-    description: End of the window (exclusive), in Unix seconds; zero or a negative number counts back from now.
+    description:
+      - End of the window (exclusive), in Unix seconds; a negative number counts back from now.
+      - Zero means now, the mail of this very second included.
     type: int
     default: 0
   remove:
@@ -113,7 +115,8 @@ def main():
     params = module.params
     now = int(time.time())
     since = now + params["since"] if params["since"] < 0 else params["since"]
-    until = now + params["until"] if params["until"] <= 0 else params["until"]
+    # The window ends before a second; zero means now, this second's mail included.
+    until = now + params["until"] + (1 if params["until"] == 0 else 0) if params["until"] <= 0 else params["until"]
     if since >= until:
         module.fail_json(msg="dedupe: since (%d) must be before until (%d)" % (since, until))
     result = dict(changed=False, window={"since": since, "until": until}, duplicates=[], removed=[], report={})

@@ -307,7 +307,7 @@ def cmd_dedupe(args) -> int:
     now = int(time.time())
     try:
         apis, _site = site_apis(args.site, timeout=120)
-        plan, report = dedupe.find(apis, now - args.since, now)
+        plan, report = dedupe.find(apis, now - args.since, now + 1)  # this second's mail too
         removed = [] if args.dry_run else dedupe.remove(apis, plan)
     except ArchiveApiError as exc:
         raise StoreError(f"dedupe: {exc}") from None

@@ -298,6 +298,40 @@ def cmd_license(args) -> int:
     return 0
 
 
+def cmd_blobs(args) -> int:
+    """The attachment blobs: how many, how many references, and every one missing or referred to by nothing."""
+    store = _store(args, readonly=True)
+    rows = store.index.blob_rows()
+    problems = store.blob_problems()
+    for problem in problems:
+        print(f"FAIL {problem}")
+    missing = sum(1 for p in problems if ": referred to by " in p)
+    print(f"{len(rows)} blobs, {sum(rows.values())} references from messages; "
+          f"{len(problems) - missing} unreferenced blobs, {missing} missing blobs")
+    return 1 if problems else 0
+
+
+def cmd_convert(args) -> int:
+    """Store the messages stored whole as skeleton and blobs, a batch at a time, each batch verified."""
+    from archive_store.store import Store
+
+    store = Store(configuration.load(args.config), recover=False)  # beside the running service: its open batch is not ours
+    if store.config.blob_min_bytes <= 0:
+        raise StoreError("convert: blob_min_bytes is 0 in the config, so there is nothing to cut out")
+    all_ids = store.index.all_ids()
+    converted = saved = 0
+    for start in range(0, len(all_ids), args.batch):
+        batch = all_ids[start:start + args.batch]
+        shrunk = {archive_id: store.convert(archive_id) for archive_id in batch if store.index.get(archive_id)}
+        for archive_id in (i for i, size in shrunk.items() if size):
+            store.verify(archive_id)
+        converted += sum(1 for size in shrunk.values() if size)
+        saved += sum(shrunk.values())
+        print(f"{min(start + args.batch, len(all_ids))} of {len(all_ids)} messages looked at: {converted} converted "
+              f"and verified, objects {saved} bytes smaller", flush=True)
+    return 0
+
+
 def cmd_dedupe(args) -> int:
     """The site-wide duplicate pass (archive_common/dedupe.py) over the workers of a site file, as the
     worker role's timer runs it on one worker per site; one line per duplicate, then a summary."""
@@ -380,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=int, default=172800, help="seconds back from now (default two days)")
     p.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     p.set_defaults(func=cmd_dedupe)
+    sub.add_parser("blobs", help="check the attachment blobs: none missing, none referred to by nothing").set_defaults(func=cmd_blobs)
+    p = sub.add_parser("convert", help="store messages stored whole as skeleton and attachment blobs (resumable)")
+    p.add_argument("--batch", type=int, default=500, help="messages per batch, verified after each (default 500)")
+    p.set_defaults(func=cmd_convert)
     p = sub.add_parser("keygen", help="create the encryption key file")
     p.add_argument("--rotate", action="store_true", help="append a new active key")
     p.add_argument("--merge", metavar="FILE", help="add the older keys of FILE (a restored key file)")

@@ -15,6 +15,8 @@
     max_message_bytes = 52000000            (the largest message POST /api/v1/import takes)
     own_addresses = archive@archive.example.com archive@archive-gw.example.com
                                             (the archive's own addresses: never recorded as recipients)
+    blob_min_bytes = 4096                   (a base64 attachment body this large or larger is stored once
+                                             per worker, see blobs.py; 0 keeps every message whole)
 
     [extract]                               (attachment text, see textract.py)
     workers = 2                             (extraction processes)
@@ -61,6 +63,7 @@ class Config:
     min_free_mb: int = 512
     max_message_bytes: int = 52000000
     own_addresses: list = field(default_factory=list)
+    blob_min_bytes: int = 4096
     extract_workers: int = 2
     extract_seconds: int = 10
     extract_memory_mb: int = 512
@@ -184,6 +187,7 @@ def load(path=None) -> Config:
         min_free_mb=_int(store, "min_free_mb", 512, low=0, high=1 << 30, path=path),
         max_message_bytes=_int(store, "max_message_bytes", 52000000, low=1024, high=1 << 31, path=path),
         own_addresses=sorted({a.lower() for a in store.get("own_addresses", f"archive@{hostname}").replace(",", " ").split()}),
+        blob_min_bytes=_int(store, "blob_min_bytes", 4096, low=0, high=1 << 31, path=path),
         extract_workers=_int(extract, "workers", 2, low=1, high=64, path=path),
         extract_seconds=_int(extract, "seconds", 10, low=1, high=3600, path=path),
         extract_memory_mb=_int(extract, "memory_mb", 512, low=64, high=1 << 20, path=path),

@@ -10,17 +10,22 @@ and the process kills itself the n-th time it reaches that step.  Without
 the variable (as in production) ``reach`` only counts nothing and returns.
 
 Steps, in ingest order:
-    intent     the batch's IDs are written to ``intent``, no object yet
+    intent     the batch's IDs (and its new blobs) are written to ``intent``, no object yet
+    blob       one more attachment blob is durable (n counts blobs)
     object     one more sealed object is durable (n counts objects)
     committed  the batch's index transaction is committed, ``intent`` still there
     ingested   ``intent`` is gone, the spool files are not removed yet
+
+and in a removal (purge, retention, the duplicate pass, the blob conversion):
+    removed    the message's rows are gone and its object deleted, its last blobs not yet
+    converted  a message's blobs are durable and referred to, its object not yet rewritten
 """
 
 import os
 import signal
 import threading
 
-STEPS = ("intent", "object", "committed", "ingested")
+STEPS = ("intent", "blob", "object", "committed", "ingested", "removed", "converted")
 
 
 def _parse(value: str):

@@ -79,6 +79,22 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
 );
 """
 
+# Attachment bodies stored once (blobs.py) and the messages that refer to each. Added to a layout 2
+# index by its first writable open: an index without them has no blobs.
+BLOB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    rowid INTEGER PRIMARY KEY,
+    sha256 BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blob_refs (
+    blob INTEGER NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY (blob, message)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_refs_message ON blob_refs (message);
+"""
+
 COLUMNS = (
     "id", "sha256", "body_sha256", "message_id", "env_from", "env_to", "hdr_from", "hdr_to",
     "hdr_cc", "subject", "date", "size", "stored_size", "key_id", "arrived", "retain_until", "parse_error", "journal",
@@ -121,6 +137,8 @@ def _connect(path: Path, readonly: bool, legacy: bool = False) -> sqlite3.Connec
     if not readonly and not written:
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {LAYOUT}")
+    if not readonly and (layout >= LAYOUT or not written):
+        conn.executescript(BLOB_SCHEMA)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.row_factory = sqlite3.Row
@@ -241,6 +259,7 @@ class Index:
                     "INSERT INTO attachments (message, name, size, sha256, text_chars, note) VALUES (?,?,?,?,?,?)",
                     [(rowid, name, size, bytes.fromhex(digest), chars, note) for name, size, digest, chars, note in msg["attachments"]],
                 )
+                self._refer(cur, rowid, msg.get("blobs", ()))
             for spool_name, sha256, arrived, transit in arrivals:
                 rowid = rowids.get(sha256)
                 if rowid is None:
@@ -289,20 +308,83 @@ class Index:
             raise
         return after - before
 
-    def remove(self, archive_id: str) -> None:
+    @staticmethod
+    def _refer(cur: sqlite3.Cursor, message: int, blobs: Iterable[Tuple[str, int]]) -> None:
+        """Record that a message refers to these attachment blobs ((sha256, size) each)."""
+        for sha256, size in blobs:
+            digest = bytes.fromhex(sha256)
+            cur.execute("INSERT OR IGNORE INTO blobs (sha256, size) VALUES (?, ?)", (digest, size))
+            cur.execute("INSERT OR IGNORE INTO blob_refs (blob, message) SELECT rowid, ? FROM blobs WHERE sha256 = ?",
+                        (message, digest))
+
+    def refer(self, archive_id: str, blobs: List[Tuple[str, int]], stored_size: int) -> None:
+        """Record a stored message's blobs and its object's new size (the conversion of a message stored whole)."""
         self._current()
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             row = cur.execute("SELECT rowid FROM messages WHERE id = ?", (_blob(archive_id, "id"),)).fetchone()
-            if row:
-                cur.execute("DELETE FROM attachments WHERE message = ?", (row[0],))
-                cur.execute("DELETE FROM arrivals WHERE message = ?", (row[0],))
-                cur.execute("DELETE FROM messages WHERE rowid = ?", (row[0],))
+            if row is None:
+                raise StoreError(f"id {archive_id}: not in the index")
+            self._refer(cur, row[0], blobs)
+            cur.execute("UPDATE messages SET stored_size = ? WHERE rowid = ?", (stored_size, row[0]))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def remove(self, archive_id: str) -> List[str]:
+        """Drop a message's rows; return the blobs no message refers to any more (their rows stay until
+        ``forget_blobs``, after their files are deleted)."""
+        self._current()
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT rowid FROM messages WHERE id = ?", (_blob(archive_id, "id"),)).fetchone()
+            unreferenced = []
+            if row:
+                cur.execute("DELETE FROM attachments WHERE message = ?", (row[0],))
+                cur.execute("DELETE FROM arrivals WHERE message = ?", (row[0],))
+                referred = [r[0] for r in cur.execute("SELECT blob FROM blob_refs WHERE message = ?", (row[0],))]
+                cur.execute("DELETE FROM blob_refs WHERE message = ?", (row[0],))
+                cur.execute("DELETE FROM messages WHERE rowid = ?", (row[0],))
+                unreferenced = [_hex(r[0]) for blob in referred for r in cur.execute(
+                    "SELECT sha256 FROM blobs WHERE rowid = ? AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = ?)",
+                    (blob, blob))]
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return unreferenced
+
+    def forget_blobs(self, shas: Iterable[str]) -> None:
+        """Drop the rows of blobs whose files were deleted, unless a message refers to them again."""
+        self._current()
+        for sha256 in shas:
+            self.conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS"
+                              " (SELECT 1 FROM blob_refs WHERE blob = blobs.rowid)", (bytes.fromhex(sha256),))
+
+    def unreferenced_blobs(self) -> List[str]:
+        """Blobs with a row and no message referring to them (a removal cut off before the file went)."""
+        self._current()
+        return [_hex(r[0]) for r in self.conn.execute(
+            "SELECT sha256 FROM blobs WHERE NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = blobs.rowid)")]
+
+    def known_blobs(self, shas: Iterable[str]) -> set:
+        """Those of these blobs that have a row, so their file is on disk."""
+        self._current()
+        return {sha for sha in shas
+                if self.conn.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (bytes.fromhex(sha),)).fetchone()}
+
+    def blob_rows(self) -> dict:
+        """{sha256: messages referring to it} of every blob with a row (none in an index no writer of this
+        release has opened yet)."""
+        self._current()
+        try:
+            return {_hex(sha): refs for sha, refs in self.conn.execute(
+                "SELECT b.sha256, count(r.message) FROM blobs b LEFT JOIN blob_refs r ON r.blob = b.rowid GROUP BY b.rowid")}
+        except sqlite3.OperationalError:
+            return {}
 
     # -- reading ----------------------------------------------------------
     def get(self, archive_id: str) -> Optional[dict]:

@@ -1,6 +1,7 @@
 """Durable files for sealed messages; the path derives from the ID alone.
 
     objects/<server_id>/<seconds bits 31-16>/<seconds bits 15-4>/<id>.m
+    objects/blobs/<sha256 0-1>/<sha256 2-3>/<sha256>.b     (attachment bodies stored once, blobs.py)
 
 A leaf directory covers 16 seconds of arrivals.  Every write goes to a
 temporary file that is fsynced and renamed; directories touched by a batch
@@ -8,6 +9,7 @@ are fsynced before the batch's metadata is committed.
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -65,6 +67,49 @@ class ObjectStore:
         except FileNotFoundError:
             return
         fsync_dir(path.parent)
+
+    # -- attachment blobs (blobs.py): objects/blobs/<sha256[0:2]>/<sha256[2:4]>/<sha256>.b -----------------
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / sha256[:2] / sha256[2:4] / f"{sha256}.b"
+
+    def write_blob(self, sha256: str, sealed: bytes) -> Path:
+        """Write and fsync one blob under a name of its own, then rename it into place (two writers of the
+        same blob both succeed); return its directory (fsync it later)."""
+        path = self.blob_path(sha256)
+        if not path.parent.is_dir():
+            _make_dirs_durably(path.parent)
+        tmp = path.parent / f".{sha256}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(sealed)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        return path.parent
+
+    def read_blob(self, sha256: str) -> bytes:
+        return self.blob_path(sha256).read_bytes()
+
+    def delete_blob(self, sha256: str) -> None:
+        path = self.blob_path(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+    def all_blobs(self) -> Iterator[str]:
+        root = self.root / "blobs"
+        if not root.is_dir():
+            return
+        for _dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".b") and len(name) == 66:
+                    yield name[:-2]
 
     def all_ids(self) -> Iterator[str]:
         """Every stored ID, in time order within each worker's tree."""

@@ -81,8 +81,7 @@ class Holds:
 def _remove(store: Store, row: dict, **detail) -> None:
     """Audit the removal first (reindex skips audited IDs), then drop the row and delete the object."""
     audit(store.config.audit_log, "purge", id=row["id"], message_id=row["message_id"], sha256=row["sha256"], **detail)
-    store.index.remove(row["id"])
-    store.objects.delete(row["id"])
+    store.remove(row["id"])
 
 
 def remove_duplicate(store: Store, archive_id: str, sha256: str, kept: dict, **detail) -> dict:

@@ -11,20 +11,34 @@ On start, objects named in a leftover ``intent`` whose ID is not in the
 index are deleted: their spool files still exist and will be ingested again.
 A spool file whose name is already in ``arrivals`` was committed before the
 crash and is simply removed.
+
+Attachment blobs (blobs.py): a batch's new blobs are named in ``intent``
+and written (fsync) before the objects that refer to them; the index
+records each reference in the batch's transaction. A blob file with no
+row in the index is deleted at the start after a crash (it is named in
+``intent``). A removal drops the message's rows and references in one
+transaction, then deletes its object, then the files of the blobs no
+message refers to any more, then their rows; a start after a crash
+finishes the last two. Ingest and removal hold ``blobs.lock`` (flock)
+from looking a blob up to committing, so no removal deletes a blob that a
+batch being written counts on.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from archive_common import ids, participants
-from archive_store import crashpoints
+from archive_store import blobs, crashpoints
 from archive_store.config import Config
 from archive_store.crypto import Keyring
 from archive_store.errors import IntegrityError, StoreError
@@ -35,6 +49,8 @@ from archive_store.spool import Arrival
 from archive_store.textract import Extracted, Extractor
 
 log = logging.getLogger("archive_store")
+# Bodies of the attachment blobs read last, kept decrypted for the next message that refers to them.
+BLOB_CACHE_BYTES = 32 << 20
 
 
 @dataclass
@@ -73,6 +89,10 @@ class Store:
         self.keys = Keyring.load(config.key_file)
         self.index: Optional[Index] = None
         self.intent = config.data_dir / "intent"
+        self.blob_lock_file = config.data_dir / "blobs.lock"
+        self._blob_cache: "OrderedDict[str, bytes]" = OrderedDict()
+        self._blob_cache_size = 0
+        self._blob_cache_lock = threading.Lock()
         self._extractor: Optional[Extractor] = None
         self._extractor_lock = threading.Lock()
         if not open_index:  # prepare_layout(): the live index belongs to the running service
@@ -125,20 +145,53 @@ class Store:
 
     # -- crash recovery -----------------------------------------------------
     def recover(self) -> List[str]:
-        """Delete objects of a batch that was cut off before its commit."""
-        try:
-            planned = self.intent.read_text(encoding="ascii").split()
-        except FileNotFoundError:
-            return []
-        committed = self.index.has_ids(planned)
-        removed = [i for i in planned if i not in committed and ids.is_valid(i)]
-        for archive_id in removed:
-            self.objects.delete(archive_id)
-        self.intent.unlink()
-        fsync_dir(self.config.data_dir)
+        """Delete objects and blobs of a batch that was cut off before its commit, and the blobs of a
+        removal that was cut off before they were deleted."""
+        with self.blob_lock():
+            self._forget_blobs(self.index.unreferenced_blobs())
+            try:
+                planned = self.intent.read_text(encoding="ascii").split()
+            except FileNotFoundError:
+                return []
+            committed = self.index.has_ids([i for i in planned if ids.is_valid(i)])
+            removed = [i for i in planned if i not in committed and ids.is_valid(i)]
+            for archive_id in removed:
+                self.objects.delete(archive_id)
+            new_blobs = [entry[5:] for entry in planned if entry.startswith("blob:")]
+            known = self.index.known_blobs(new_blobs)
+            for sha256 in new_blobs:
+                if sha256 not in known:
+                    self.objects.delete_blob(sha256)
+            self.intent.unlink()
+            fsync_dir(self.config.data_dir)
         if removed:
             log.warning("recovered from an interrupted batch: removed %d uncommitted objects", len(removed))
         return removed
+
+    @contextlib.contextmanager
+    def blob_lock(self):
+        """Hold blobs.lock (flock): between an ingest's blob lookup and its commit, and a removal's commit and
+        its blob deletion; every Store of every process on this data directory takes it."""
+        fd = os.open(self.blob_lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _forget_blobs(self, shas: List[str]) -> None:
+        for sha256 in shas:
+            self.objects.delete_blob(sha256)
+        self.index.forget_blobs(shas)
+
+    def remove(self, archive_id: str) -> None:
+        """Drop a message: its rows and references, its object, then the blobs no message refers to any more.
+        The caller audits first (reindex skips audited IDs)."""
+        with self.blob_lock():
+            unreferenced = self.index.remove(archive_id)
+            self.objects.delete(archive_id)
+            crashpoints.reach("removed")
+            self._forget_blobs(unreferenced)
 
     def _write_intent(self, archive_ids: List[str]) -> None:
         tmp = self.intent.with_suffix(".tmp")
@@ -176,27 +229,63 @@ class Store:
         # Pass 2: parse, seal, write and fsync each new message in the worker
         # pool: hashing, zstd and AES release the GIL, fsync waits on the disk.
         new_rows: List[dict] = []
-        if fresh:
-            self._write_intent([entry[1] for entry in fresh])
-            crashpoints.reach("intent")
-            prepared = self.objects.pool.map(lambda entry: self._prepare(*entry[1:], now), fresh)
-            directories = []
-            for (slot, archive_id, _sha, arrival), (row, directory) in zip(fresh, prepared):
-                new_rows.append(row)
-                directories.append(directory)
-                outcomes[slot] = Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], row["stored_size"], "stored")
-            fsync_dirs(directories)
-        if arrival_rows:
-            self.index.commit_batch(new_rows, arrival_rows)
-            crashpoints.reach("committed")
+        with self.blob_lock() if fresh else contextlib.nullcontext():
+            if fresh:
+                splits = list(self.objects.pool.map(lambda entry: blobs.split(entry[3].raw, self.config.blob_min_bytes), fresh))
+                bodies = {sha: body for split in splits for sha, body in split[2].items()}
+                new_blobs = sorted(set(bodies) - self.index.known_blobs(bodies))
+                self._write_intent([entry[1] for entry in fresh] + [f"blob:{sha}" for sha in new_blobs])
+                crashpoints.reach("intent")
+                fsync_dirs(self.objects.pool.map(lambda sha: self._write_blob(sha, bodies[sha]), new_blobs))
+                prepared = self.objects.pool.map(lambda pair: self._prepare(*pair[0][1:], now, pair[1]), zip(fresh, splits))
+                directories = []
+                for (slot, archive_id, _sha, arrival), (row, directory) in zip(fresh, prepared):
+                    new_rows.append(row)
+                    directories.append(directory)
+                    outcomes[slot] = Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], row["stored_size"], "stored")
+                fsync_dirs(directories)
+            if arrival_rows:
+                self.index.commit_batch(new_rows, arrival_rows)
+                crashpoints.reach("committed")
         if fresh:
             self.intent.unlink()
         return outcomes
 
-    def _prepare(self, archive_id: str, sha: str, arrival: Arrival, now: int) -> Tuple[dict, Path]:
-        """Index row and durable object of one new message; returns (row, its directory)."""
+    def _write_blob(self, sha256: str, body: bytes) -> Path:
+        directory = self.objects.write_blob(sha256, self.keys.seal(sha256, body))
+        crashpoints.reach("blob")
+        return directory
+
+    def _read_blob(self, sha256: str) -> bytes:
+        """A blob's body, from the small cache of the last ones read (a signature image recurs in every
+        message of its sender) or from disk."""
+        with self._blob_cache_lock:
+            body = self._blob_cache.get(sha256)
+            if body is not None:
+                self._blob_cache.move_to_end(sha256)
+                return body
+        try:
+            body = self.keys.open(sha256, self.objects.read_blob(sha256))
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {sha256}: expected at {self.objects.blob_path(sha256)}, found nothing") from None
+        if len(body) <= BLOB_CACHE_BYTES // 16:
+            with self._blob_cache_lock:
+                self._blob_cache[sha256] = body
+                self._blob_cache_size += len(body)
+                while self._blob_cache_size > BLOB_CACHE_BYTES:
+                    self._blob_cache_size -= len(self._blob_cache.popitem(last=False)[1])
+        return body
+
+    def _prepare(self, archive_id: str, sha: str, arrival: Arrival, now: int, split) -> Tuple[dict, Path]:
+        """Index row and durable object of one new message (``split``: blobs.split of its bytes, whose blobs
+        are durable); returns (row, its directory)."""
         row = self._row(archive_id, sha, arrival, now)
-        blob = self.keys.seal(archive_id, _pack(self._object_meta(row, arrival), arrival.raw))
+        skeleton, references, _bodies = split
+        meta = self._object_meta(row, arrival)
+        if references:
+            meta["parts"] = references
+        row["blobs"] = sorted({(r["sha256"], r["size"]) for r in references})
+        blob = self.keys.seal(archive_id, _pack(meta, skeleton))
         row["stored_size"] = len(blob)
         directory = self.objects.write(archive_id, blob)
         crashpoints.reach("object")
@@ -286,12 +375,25 @@ class Store:
 
     # -- reading ----------------------------------------------------------------
     def open_object(self, archive_id: str) -> Tuple[dict, bytes]:
+        """(the object's metadata, the message's bytes), its blobs put back, its sha256 checked."""
         _check_id(archive_id)
         try:
             blob = self.objects.read(archive_id)
         except FileNotFoundError:
             raise StoreError(f"id {archive_id}: no stored object at {self.objects.path_for(archive_id)}") from None
-        return _unpack(self.keys.open(archive_id, blob))
+        return self._opened(archive_id, blob)
+
+    def _opened(self, archive_id: str, sealed: bytes) -> Tuple[dict, bytes]:
+        meta, raw = _unpack(self.keys.open(archive_id, sealed))
+        if meta.get("parts"):
+            try:
+                raw = blobs.join(raw, meta["parts"], self._read_blob)
+            except IntegrityError as exc:
+                raise IntegrityError(f"id {archive_id}: {exc}") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != meta["sha256"]:
+            raise IntegrityError(f"id {archive_id}: expected sha256 {meta['sha256']}, read {digest}")
+        return meta, raw
 
     def get_raw(self, archive_id: str) -> bytes:
         return self.open_object(archive_id)[1]
@@ -300,9 +402,8 @@ class Store:
         """(id, raw bytes) of each, in order, the files read ahead several at a time."""
         for archive_id in archive_ids:
             _check_id(archive_id)
-        try:
-            for archive_id, blob in zip(archive_ids, self.objects.read_many(archive_ids)):
-                yield archive_id, _unpack(self.keys.open(archive_id, blob))[1]
+        try:  # read, decrypt, reassemble and check in the pool: the blobs' reads wait on the disk too
+            yield from zip(archive_ids, self.objects.pool.map(lambda i: self._opened(i, self.objects.read(i))[1], archive_ids))
         except FileNotFoundError as exc:
             raise StoreError(f"no stored object at {exc.filename}") from None
 
@@ -331,15 +432,32 @@ class Store:
         for archive_id in self.objects.all_ids():
             if archive_id not in known and not self._in_flight(archive_id):
                 yield archive_id, f"id {archive_id}: object on disk but not in the index (run reindex)"
+        for problem in self.blob_problems():
+            yield "blobs", problem
+
+    def blob_problems(self) -> List[str]:
+        """Blobs that messages refer to but are missing, and blob files no message refers to (a running batch's
+        new blobs aside): one line each. Empty when every reference has its blob and every blob a reference."""
+        rows = self.index.blob_rows()
+        on_disk = set(self.objects.all_blobs())
+        problems = [f"blob {sha}: referred to by {refs} messages, missing at {self.objects.blob_path(sha)}"
+                    for sha, refs in sorted(rows.items()) if refs and sha not in on_disk]
+        stray = [sha for sha in sorted(on_disk) if not rows.get(sha) and f"blob:{sha}" not in self._intent_entries()]
+        if stray:  # a batch may have committed them since the rows were read
+            rows = self.index.blob_rows()
+            problems += [f"blob {sha}: on disk at {self.objects.blob_path(sha)}, referred to by no message"
+                         for sha in stray if not rows.get(sha)]
+        return problems
+
+    def _intent_entries(self) -> List[str]:
+        try:
+            return self.intent.read_text(encoding="ascii").split()
+        except FileNotFoundError:
+            return []
 
     def _in_flight(self, archive_id: str) -> bool:
         """Whether a running ingest wrote this object and has not committed it yet, or just did."""
-        try:
-            if archive_id in self.intent.read_text(encoding="ascii").split():
-                return True
-        except FileNotFoundError:
-            pass
-        return self.index.get(archive_id) is not None
+        return archive_id in self._intent_entries() or self.index.get(archive_id) is not None
 
     def purged_ids(self) -> set:
         """IDs the audit log says were purged."""
@@ -348,6 +466,28 @@ class Store:
                 return {e["id"] for e in map(json.loads, handle) if e.get("action") == "purge"}
         except FileNotFoundError:
             return set()
+
+    # -- blobs of messages stored whole --------------------------------------------
+    def convert(self, archive_id: str) -> int:
+        """Store a message stored whole (before blobs, or with another threshold) as skeleton and blobs: the
+        blobs made durable and referred to, then the object rewritten. Returns the bytes the object shrank by;
+        0 when it has nothing to cut. Cut off at any point, the message still reads back whole."""
+        meta, raw = self.open_object(archive_id)
+        if meta.get("parts"):
+            return 0
+        skeleton, references, bodies = blobs.split(raw, self.config.blob_min_bytes)
+        if not references:
+            return 0
+        meta["parts"] = references
+        sealed = self.keys.seal(archive_id, _pack(meta, skeleton))
+        before = self.objects.path_for(archive_id).stat().st_size
+        with self.blob_lock():
+            new_blobs = sorted(set(bodies) - self.index.known_blobs(bodies))
+            fsync_dirs([self._write_blob(sha, bodies[sha]) for sha in new_blobs])
+            self.index.refer(archive_id, sorted({(r["sha256"], r["size"]) for r in references}), len(sealed))
+            crashpoints.reach("converted")
+            fsync_dir(self.objects.write(archive_id, sealed))
+        return before - len(sealed)
 
     # -- reindex ------------------------------------------------------------------
     def _index_objects(self, target: Index, archive_ids: Iterable[str]) -> int:
@@ -360,6 +500,7 @@ class Store:
                               env_to=meta["env_to"], transit=meta["transit"], origin=meta.get("origin"),
                               notes=meta.get("notes", []))
             row = self._row(archive_id, meta["sha256"], arrival, meta["arrived"], meta["retain_until"])
+            row["blobs"] = sorted({(r["sha256"], r["size"]) for r in meta.get("parts", [])})
             row["stored_size"] = self.objects.path_for(archive_id).stat().st_size
             row["key_id"] = Keyring.key_id_of(self.objects.read(archive_id))
             batch_rows.append(row)
@@ -420,7 +561,7 @@ class Store:
         on_disk = set(self._live_ids())
         known = set(self.index.all_ids())
         for archive_id in known - on_disk:
-            self.index.remove(archive_id)
+            self.remove(archive_id)
         added = self._index_objects(self.index, sorted(on_disk - known))
         return added, len(known - on_disk)
 

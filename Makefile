@@ -118,6 +118,7 @@ bench: venv deps-store
 	python bench/import.py
 	$(PY_DEBIAN) bench/attachments.py
 	$(PY_DEBIAN) bench/index_size.py
+	$(PY_DEBIAN) bench/blobs.py
 
 lab-down: venv
 	ansible-playbook $(LAB_DR) lab/down.yml -e lab_remove_network=false

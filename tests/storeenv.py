@@ -134,13 +134,14 @@ class StoreEnv:
         for service in self.services:
             service.stop()
 
-    def deliver(self, raw: bytes, name: str = None, env_from="journal@example.org", gateway_id="4Abc2") -> str:
+    def deliver(self, raw: bytes, name: str = None, env_from="journal@example.org", gateway_id="4Abc2",
+                delivered_to="archive@archive.example.com") -> str:
         """Write what postfix's virtual(8) would write for ``raw`` sent in DATA, which the gateway
         received as queue file ``gateway_id``."""
         name = name or f"{time.time_ns()}.V1I{secrets.token_hex(4)}M1.worker0"
         transit = (
             f"Return-Path: <{env_from}>\r\n"
-            "Delivered-To: archive@archive.example.com\r\n"
+            f"Delivered-To: {delivered_to}\r\n"
             "Received: from archive-gw.example.com (archive-gw.example.com [198.18.10.10])\r\n"
             "\tby worker0.example.com (Postfix) with ESMTPS id 4Xyz1\r\n"
             "\tfor <archive@archive.example.com>; Sun, 22 Nov 2026 10:00:01 +0000 (UTC)\r\n"

@@ -79,9 +79,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
 );
 """
 
-# Attachment bodies stored once (blobs.py) and the messages that refer to each. Added to a layout 2
-# index by its first writable open: an index without them has no blobs.
-BLOB_SCHEMA = """
+# Added to a layout 2 index by its first writable open (an index without them has none of either):
+# attachment bodies stored once (blobs.py) and the messages that refer to each; and the envelope
+# recipients that later copies of a message added to it (the full-text index has the first copy's).
+LATER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     rowid INTEGER PRIMARY KEY,
     sha256 BLOB NOT NULL UNIQUE,
@@ -93,6 +94,12 @@ CREATE TABLE IF NOT EXISTS blob_refs (
     PRIMARY KEY (blob, message)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_refs_message ON blob_refs (message);
+CREATE TABLE IF NOT EXISTS added_recipients (
+    address TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY (address, message)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS added_recipients_message ON added_recipients (message);
 """
 
 COLUMNS = (
@@ -138,7 +145,7 @@ def _connect(path: Path, readonly: bool, legacy: bool = False) -> sqlite3.Connec
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version = {LAYOUT}")
     if not readonly and (layout >= LAYOUT or not written):
-        conn.executescript(BLOB_SCHEMA)
+        conn.executescript(LATER_SCHEMA)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.row_factory = sqlite3.Row
@@ -237,10 +244,13 @@ class Index:
         marks = ",".join("?" * len(blobs))
         return {_hex(r[0]) for r in self.conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", blobs)} if blobs else set()
 
-    def commit_batch(self, new_messages: List[dict], arrivals: List[Tuple[str, str, int, str]]) -> None:
+    def commit_batch(self, new_messages: List[dict], arrivals: List[Tuple[str, str, int, str]],
+                     recipients: Optional[Dict[str, List[str]]] = None) -> None:
         """Insert messages (dicts with COLUMNS plus fts fields and attachments) and arrivals atomically.
 
-        ``arrivals`` holds (spool_name, sha256, arrived, transit).
+        ``arrivals`` holds (spool_name, sha256, arrived, transit). ``recipients`` ({sha256: addresses}) are
+        envelope recipients of later copies of messages stored before, added to their recipients (the
+        per-user scope and the metadata see them; the full-text index keeps the first copy's).
         """
         self._current()
         cur = self.conn.cursor()
@@ -260,6 +270,10 @@ class Index:
                     [(rowid, name, size, bytes.fromhex(digest), chars, note) for name, size, digest, chars, note in msg["attachments"]],
                 )
                 self._refer(cur, rowid, msg.get("blobs", ()))
+            for sha256, addresses in (recipients or {}).items():
+                found = self.rowid_by_sha(sha256)
+                if found:
+                    self._add_recipients(cur, found[0], addresses)
             for spool_name, sha256, arrived, transit in arrivals:
                 rowid = rowids.get(sha256)
                 if rowid is None:
@@ -274,23 +288,25 @@ class Index:
             raise
 
     def arrivals_of(self, archive_ids: List[str]) -> Dict[str, List[dict]]:
-        """Each message's arrivals, oldest first: spool name, time and transit lines (IDs not held left out)."""
+        """Each message's arrivals, oldest first: spool name, time, transit lines and the message's envelope
+        recipients (IDs not held left out)."""
         self._current()
         found: Dict[str, List[dict]] = {archive_id: [] for archive_id in archive_ids}
         blobs = [_blob(i, "id") for i in archive_ids]
         for start in range(0, len(blobs), 500):
             chunk = blobs[start:start + 500]
-            for archive_id, spool_name, arrived, transit in self.conn.execute(
-                    "SELECT m.id, a.spool_name, a.arrived, a.transit FROM arrivals a JOIN messages m ON m.rowid = a.message"
+            for archive_id, spool_name, arrived, transit, env_to in self.conn.execute(
+                    "SELECT m.id, a.spool_name, a.arrived, a.transit, m.env_to FROM arrivals a JOIN messages m ON m.rowid = a.message"
                     f" WHERE m.id IN ({','.join('?' * len(chunk))}) ORDER BY a.arrived, a.spool_name", chunk):
                 found[_hex(archive_id)].append({"spool_name": spool_name, "arrived": arrived,
-                                                "transit": [line for line in transit.split("\n") if line]})
+                                                "transit": [line for line in transit.split("\n") if line],
+                                                "recipients": [a for a in env_to.split("\n") if a]})
         held = self.has_ids(archive_ids)
         return {archive_id: rows for archive_id, rows in found.items() if archive_id in held}
 
-    def add_arrivals(self, archive_id: str, arrivals: List[Tuple[str, int, str]]) -> int:
-        """Record (spool_name, arrived, transit) arrivals on a message; those already there are skipped.
-        Returns how many were new."""
+    def add_arrivals(self, archive_id: str, arrivals: List[Tuple[str, int, str]], recipients: Iterable[str] = ()) -> int:
+        """Record (spool_name, arrived, transit) arrivals on a message, and the envelope recipients they add;
+        those already there are skipped. Returns how many arrivals were new."""
         self._current()
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -302,11 +318,22 @@ class Index:
             cur.executemany("INSERT OR IGNORE INTO arrivals (spool_name, message, arrived, transit) VALUES (?,?,?,?)",
                             [(name, row[0], arrived, transit) for name, arrived, transit in arrivals])
             after = cur.execute("SELECT count(*) FROM arrivals WHERE message = ?", (row[0],)).fetchone()[0]
+            self._add_recipients(cur, row[0], recipients)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
         return after - before
+
+    @staticmethod
+    def _add_recipients(cur: sqlite3.Cursor, message: int, addresses: Iterable[str]) -> None:
+        """Add envelope recipients to a stored message: its metadata, and added_recipients for the per-user scope."""
+        before = [a for a in cur.execute("SELECT env_to FROM messages WHERE rowid = ?", (message,)).fetchone()[0].split("\n") if a]
+        added = [a for a in dict.fromkeys(addresses) if a and a not in before]
+        if added:
+            cur.execute("UPDATE messages SET env_to = ? WHERE rowid = ?", ("\n".join(before + added), message))
+            cur.executemany("INSERT OR IGNORE INTO added_recipients (address, message) VALUES (?, ?)",
+                            [(participants.normalise(a), message) for a in added])
 
     @staticmethod
     def _refer(cur: sqlite3.Cursor, message: int, blobs: Iterable[Tuple[str, int]]) -> None:
@@ -347,6 +374,7 @@ class Index:
                 cur.execute("DELETE FROM arrivals WHERE message = ?", (row[0],))
                 referred = [r[0] for r in cur.execute("SELECT blob FROM blob_refs WHERE message = ?", (row[0],))]
                 cur.execute("DELETE FROM blob_refs WHERE message = ?", (row[0],))
+                cur.execute("DELETE FROM added_recipients WHERE message = ?", (row[0],))
                 cur.execute("DELETE FROM messages WHERE rowid = ?", (row[0],))
                 unreferenced = [_hex(r[0]) for blob in referred for r in cur.execute(
                     "SELECT sha256 FROM blobs WHERE rowid = ? AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = ?)",
@@ -438,10 +466,29 @@ class Index:
             params.insert(0, match)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {'fts.rowid' if match else 'm.rowid'} DESC LIMIT ? OFFSET ?"
+        if wanted and self._added_for(wanted):
+            # Messages a later copy added one of them to as a recipient: not in their exact tokens.
+            added_where = [f"m.rowid IN (SELECT message FROM added_recipients WHERE address IN ({','.join('?' * len(wanted))}))"]
+            added_params = list(wanted)
+            if parsed.match:
+                added_where.append("m.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?)")
+                added_params.append(parsed.match)
+            sql = (f"{sql} UNION SELECT m.* FROM messages m WHERE {' AND '.join(added_where + list(parsed.where))}"
+                   " AND involves(m.hdr_from, m.hdr_to, m.hdr_cc, m.env_to, ?) ORDER BY rowid DESC LIMIT ? OFFSET ?")
+            params += added_params + list(parsed.params) + ["\n".join(wanted)]
+        else:
+            sql += f" ORDER BY {'fts.rowid' if match else 'm.rowid'} DESC LIMIT ? OFFSET ?"
         if not parsed.checks:
             return [self._describe(r, brief) for r in self._rows(query, sql, params + [int(limit), int(offset)])]
         return self._checked(query, parsed.checks, sql, params, int(limit), int(offset), brief)
+
+    def _added_for(self, addresses: List[str]) -> bool:
+        """Whether a later copy added one of these addresses to a message (then a search for them looks there too)."""
+        try:
+            return bool(self.conn.execute(f"SELECT 1 FROM added_recipients WHERE address IN ({','.join('?' * len(addresses))})"
+                                          " LIMIT 1", addresses).fetchone())
+        except sqlite3.OperationalError:  # an index no writer of this release has opened yet
+            return False
 
     def _rows(self, query: str, sql: str, params: list) -> list:
         try:

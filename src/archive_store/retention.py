@@ -105,16 +105,18 @@ def remove_duplicate(store: Store, archive_id: str, sha256: str, kept: dict, **d
 
 
 def add_arrivals(store: Store, archive_id: str, sha256: str, arrivals: list, **detail) -> int:
-    """Record on a message the arrivals of a duplicate copy about to be removed from another worker (audited)."""
+    """Record on a message the arrivals and envelope recipients of a duplicate copy about to be removed from
+    another worker (audited)."""
     row = store.index.get(archive_id)
     if row is None or row["sha256"] != sha256:
         raise StoreError(f"arrivals: expected a message with id {archive_id} and sha256 {sha256}, found "
                          + (f"sha256 {row['sha256']}" if row else "none"))
     try:
         rows = [(str(a["spool_name"]), int(a["arrived"]), "\n".join(str(line) for line in a["transit"])) for a in arrivals]
-    except (KeyError, TypeError, ValueError):
-        raise StoreError("arrivals: expected a list of {spool_name, arrived, transit: [lines]}") from None
-    added = store.index.add_arrivals(archive_id, rows)
+        recipients = [str(address) for a in arrivals for address in a.get("recipients", [])]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise StoreError("arrivals: expected a list of {spool_name, arrived, transit: [lines], recipients: [addresses]}") from None
+    added = store.index.add_arrivals(archive_id, rows, recipients)
     audit(store.config.audit_log, "arrival-add", id=archive_id, sha256=sha256, spool_names=[r[0] for r in rows],
           added=added, **detail)
     return added

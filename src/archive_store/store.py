@@ -211,6 +211,7 @@ class Store:
         fresh: List[Tuple[int, str, str, Arrival]] = []  # (outcome slot, id, sha256, arrival)
         by_sha = {}
         arrival_rows = []
+        merged_recipients: dict = {}  # sha256 -> envelope recipients of its later copies
         # Pass 1, cheap: digests, duplicates and the IDs this batch will create.
         for arrival in arrivals:
             if arrival.spool_name in committed:
@@ -221,6 +222,8 @@ class Store:
             known = by_sha.get(sha) or self.index.rowid_by_sha(sha)
             if known:
                 outcomes.append(Outcome(arrival.spool_name, known[1], "-", len(arrival.raw), 0, "duplicate"))
+                # The same bytes for other recipients (a journaling server's copy per recipient): theirs too.
+                merged_recipients.setdefault(sha, []).extend(self._recipients(arrival.env_to))
                 continue
             archive_id = ids.new_id(self.config.server_id)
             by_sha[sha] = (None, archive_id)
@@ -244,8 +247,13 @@ class Store:
                     directories.append(directory)
                     outcomes[slot] = Outcome(arrival.spool_name, archive_id, row["message_id"], row["size"], row["stored_size"], "stored")
                 fsync_dirs(directories)
+            for row in new_rows:  # a copy in the same batch: indexed with the first, searchable by them too
+                extra = [a for a in merged_recipients.pop(row["sha256"], []) if a not in row["env_to"].split("\n")]
+                if extra:
+                    row["env_to"] = "\n".join(row["env_to"].split("\n") + extra).strip("\n")
+                    row["fts_recipients"] += " " + " ".join(extra)
             if arrival_rows:
-                self.index.commit_batch(new_rows, arrival_rows)
+                self.index.commit_batch(new_rows, arrival_rows, merged_recipients)
                 crashpoints.reach("committed")
         if fresh:
             self.intent.unlink()

@@ -26,13 +26,14 @@ def make_messages(tag, count, size=3000):
 
 
 def send(gateway_ip, recipient, messages, timeout=30):
+    """Send each message to ``recipient`` (or a list of recipients, in one transaction) over STARTTLS."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     with smtplib.SMTP(gateway_ip, 25, timeout=timeout) as client:
         client.starttls(context=context)
         for raw in messages:
-            client.sendmail("journal@customer.example", [recipient], raw)
+            client.sendmail("journal@customer.example", recipient if isinstance(recipient, list) else [recipient], raw)
 
 
 def send_by_mx(nameserver, domain, recipient, messages):

@@ -35,9 +35,10 @@ def site(tmp_path):
 
 
 def serve(envs, deliveries):
-    """``deliveries``: (worker index, raw, gateway queue ID), in order; each store ingests its own, then serves."""
-    for index, raw, gateway_id in deliveries:
-        envs[index].deliver(raw, gateway_id=gateway_id)
+    """``deliveries``: (worker index, raw, gateway queue ID[, envelope recipient]), in order; each store ingests
+    its own, then serves."""
+    for index, raw, gateway_id, *recipient in deliveries:
+        envs[index].deliver(raw, gateway_id=gateway_id, delivered_to=recipient[0] if recipient else "archive@archive.example.com")
         envs[index].cli("drain")
     for env in envs:
         env.serve()
@@ -58,8 +59,8 @@ def audit(env):
 
 def test_a_second_delivery_of_the_same_queue_file_is_removed_and_recorded_on_the_oldest_copy(site):
     first, twice = message(1), message(2)
-    apis = serve(site, [(0, first, "4Q1"), (0, twice, "4Q2"), (1, twice, "4Q2"), (1, twice, "4Q3"),
-                        (1, message(3), "4Q4")])
+    apis = serve(site, [(0, first, "4Q1"), (0, twice, "4Q2"), (1, twice, "4Q2"),
+                        (1, twice, "4Q3", "archive+zed=example.com@archive.example.com"), (1, message(3), "4Q4")])
     kept_id = rows(site[0])[sha(twice)]["id"]
     plan, report = dedupe.find(apis, *WINDOW)
     assert report["same_bytes_on_several_workers"] == 1 and report["duplicate_deliveries"] == 1
@@ -71,6 +72,7 @@ def test_a_second_delivery_of_the_same_queue_file_is_removed_and_recorded_on_the
     assert sha(twice) not in rows(site[1]) and len(rows(site[1])) == 1
     kept = rows(site[0])[sha(twice)]
     assert kept["id"] == kept_id and kept["arrivals"] == 3
+    assert kept["env_to"] == ["zed@example.com"]  # the recipient the removed copy had
     queue_ids = sorted(dedupe.delivery(a["transit"])[1] for a in apis[0].arrivals([kept_id])[kept_id])
     assert queue_ids == ["4Q2", "4Q2", "4Q3"]
     entry = [e for e in audit(site[1]) if e["action"] == "purge"][-1]

@@ -326,6 +326,30 @@ def test_the_archives_own_addresses_are_not_recipients_and_an_extension_names_th
     assert store.index.get(outcome.archive_id)["env_to"] == ["lee.hidden@example.com"]
 
 
+def test_copies_of_one_message_for_several_recipients_add_each_recipient(env):
+    """recipient_bcc_maps sends the journal one copy per recipient, the same bytes each time: the first copy
+    is stored, the others are arrivals of it, and every copy's recipient is one of its recipients."""
+    store = env.store()
+    raw = message("per-recipient")
+    copy = "archive+{}=example.com@archive.example.com".format
+    [first] = store.ingest([Arrival(raw=raw, spool_name="r1", env_to=[copy("ann.hidden")])])
+    outcomes = store.ingest([Arrival(raw=raw, spool_name="r2", env_to=[copy("bob.hidden")]),
+                             Arrival(raw=raw, spool_name="r3", env_to=[copy("cy.hidden"), copy("ann.hidden")])])
+    assert [o.status for o in outcomes] == ["duplicate", "duplicate"]
+    row = store.index.get(first.archive_id)
+    assert row["env_to"] == ["ann.hidden@example.com", "bob.hidden@example.com", "cy.hidden@example.com"] and row["arrivals"] == 3
+    for person in ("ann", "bob", "cy"):
+        assert ids_for(store, "", involving=[f"{person}.hidden@example.com"]) == [first.archive_id], person
+        assert ids_for(store, "document", involving=[f"{person}.hidden@example.com"]) == [first.archive_id], person
+        assert ids_for(store, "nowhere", involving=[f"{person}.hidden@example.com"]) == [], person
+    assert ids_for(store, "", involving=["dan.hidden@example.com"]) == []
+    # Copies in the same batch as the first: indexed together, so to: finds each of them.
+    other = message("same batch")
+    batch = store.ingest([Arrival(raw=other, spool_name=f"s{n}", env_to=[copy(p)]) for n, p in enumerate(("dee", "eve"))])
+    assert [o.status for o in batch] == ["stored", "duplicate"]
+    assert ids_for(store, "to:eve@example.com") == [batch[0].archive_id]
+
+
 # -- upgrade -------------------------------------------------------------------------------------------------------
 
 def test_reindex_reads_attachments_of_messages_stored_before_extraction(env):

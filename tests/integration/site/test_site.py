@@ -104,6 +104,7 @@ GATEWAY_SETTINGS = {
     "smtp_connection_cache_on_demand": "no",
     "smtp_connect_timeout": "5s",
     "smtp_mx_session_limit": "5",
+    "recipient_delimiter": "+",
 }
 
 

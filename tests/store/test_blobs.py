@@ -213,3 +213,16 @@ def test_messages_stored_whole_are_converted_in_place_resumably_and_verified(env
     assert run(env, "verify", "--all").returncode == 0
     again = run(env, "convert").stdout.decode()
     assert ": 0 converted" in again
+
+
+def test_reindex_rebuilds_the_references_from_the_objects_alone(env):
+    store = env.store()
+    pdf = os.urandom(30000)
+    raws = [with_attachment(n, pdf if n % 2 else os.urandom(9000)) for n in range(6)]
+    ids = ingest(store, raws)
+    before = store.index.blob_rows()
+    assert store.reindex() == 6
+    assert store.index.blob_rows() == before and before[hashlib.sha256(pdf).hexdigest()] == 3
+    assert [store.get_raw(i) for i in ids] == raws and store.blob_problems() == []
+    store.remove(ids[1])  # the references still count: the shared blob stays for the other two
+    assert store.index.blob_rows()[hashlib.sha256(pdf).hexdigest()] == 2 and store.get_raw(ids[3]) == raws[3]

@@ -16,9 +16,10 @@ description:
     lost, postfix on the gateway delivers the same queue file again, maybe to another worker, which keeps a second
     copy. No single worker can see it.
   - Lists, through every worker's archive store API, the messages archived in a time window, and looks at the copies
-    of the same bytes (sha256) on more than one worker. Two copies that an arrival of each reached through the same
-    gateway hop (the gateway's own C(Received) header, with its host, queue ID and time) are one journaled message
-    delivered twice. The same bytes through different gateway queue IDs are two journaled messages, and stay two.
+    of the same bytes (sha256) on more than one worker. Two copies that an arrival of each entered the cluster through
+    the same gateway hop (the first gateway's own C(Received) header, with its host, queue ID and time) are one
+    journaled message delivered twice, also when a DR site's gateway queued it twice. The same bytes through
+    different queue IDs of the first gateway are two journaled messages, and stay two.
   - Keeps the oldest copy (the smallest archive ID), records the other copy's arrivals on it, and removes the other
     copy. The worker that removes it writes an audit entry naming the kept ID. A legal hold does not keep the extra
     copy (the kept copy has the same bytes, so it is under the same hold); the audit entry says so.

@@ -4,9 +4,11 @@ SMTP has a window (RFC 1047) between a worker's commit and the gateway hearing i
 reply is lost, postfix on the gateway delivers the same queue file again, maybe to another worker.
 Each worker keeps one copy per sha256 of its own arrivals; only the site can see the second copy.
 
-Two copies of the same bytes are one journaled message delivered twice when an arrival of each came
-through the same gateway hop: the same Received line of the gateway (its host, queue ID and time),
-which the store keeps as the arrival's transit. The oldest copy (the smallest archive ID, which
+Two copies of the same bytes are one journaled message delivered twice when an arrival of each entered
+the cluster through the same gateway hop: the same Received line of the first gateway (its host, queue
+ID and time), which the store keeps with the arrival's transit. (A gateway that copies to a DR site
+delivers there over SMTP too: a lost reply there makes the DR gateway queue the message twice, under
+two queue IDs of its own, but both copies carry the first gateway's line.) The oldest copy (the smallest archive ID, which
 starts with the time it was stored) is kept; the other copy's arrivals are recorded on it, then the
 other copy is removed with an audit entry naming the kept ID. The same bytes through different
 gateway queue IDs are two journaled messages, and stay two.
@@ -24,17 +26,19 @@ _RECEIVED = re.compile(r"\bby (\S+) \(Postfix[^)]*\).*?\bid ([0-9A-Za-z]+)\b")
 
 
 def delivery(transit):
-    """The gateway hop that handed an arrival to its worker: (host, queue ID, the whole line), or None.
+    """The hop where an arrival entered the cluster: (gateway host, queue ID, the whole Received line), or None.
 
-    ``transit`` is the arrival's Received lines of the cluster's hosts, newest first: the worker's own
-    hop, then the gateway's. An arrival with no gateway hop (imported mail, or mail sent to a worker
-    directly) has none, and is never taken for a second delivery.
+    ``transit`` is the arrival's Received lines of the cluster's hosts, newest first: the worker's own hop,
+    then the gateways' back to the first, which took the message from the journaling server. Every later
+    delivery of that queue file, to another worker or (copied to a DR site) by the next gateway again,
+    carries the first gateway's line unchanged. An arrival with no gateway hop (imported mail, or mail
+    sent to a worker directly) has none, and is never taken for a second delivery.
     """
     hops = [(match.group(1).lower(), match.group(2), line) for line in transit
             for match in [_RECEIVED.search(line)] if match]
-    if len(hops) < 2 or hops[1][0] == hops[0][0]:
+    if len(hops) < 2 or hops[-1][0] == hops[0][0]:
         return None
-    return hops[1]
+    return hops[-1]
 
 
 def _listings(apis, since, until):

@@ -137,6 +137,11 @@ def test_the_endpoints_need_the_dedupe_scope_and_refuse_a_wrong_digest_in_one_li
     (["from gw (gw [198.18.10.10]) by worker1.example.com (Postfix) with ESMTPS id 4W1 for <a@b>; Mon, 1 Jan 2026 00:00:00 +0000",
       "from mx (mx [198.18.0.1]) by archive-gw.example.com (Postfix) with ESMTP id 4G7 for <a@b>; Mon, 1 Jan 2026 00:00:00 +0000"],
      ("archive-gw.example.com", "4G7")),
+    # Copied to the DR site: the DR gateway's own queue ID differs between two deliveries, the first gateway's not.
+    (["from dr-gw by dr-worker1.example.com (Postfix) with ESMTPS id 4W2; Mon, 1 Jan 2026 00:00:02 +0000",
+      "from gw by dr-archive-gw.example.com (Postfix) with ESMTPS id 4D9; Mon, 1 Jan 2026 00:00:01 +0000",
+      "from mx by archive-gw.example.com (Postfix) with ESMTP id 4G8; Mon, 1 Jan 2026 00:00:00 +0000"],
+     ("archive-gw.example.com", "4G8")),
     (["from gw by worker1.example.com (Postfix) with ESMTPS id 4W1; Mon, 1 Jan 2026 00:00:00 +0000"], None),
     (["imported by importer from mbox old.mbox; Mon, 1 Jan 2026 00:00:00 +0000"], None),
     ([], None),

@@ -132,7 +132,11 @@ def extract(raw: bytes, body_limit: int = 262144, attachment_text: Optional[Atta
         content = _unwrap_journal_report(msg, parsed)
     try:
         _headers(content, parsed)
-        parsed.recipients += [addr for _name, addr in getaddresses([_text(v) for v in msg.get_all("X-Original-To", [])]) if addr]
+        # X-Original-To from a journaling server; Bcc where the message kept it (a sender's copy: imported
+        # Sent Items, a PST, an IMAP account): recipients the To and Cc headers do not name.
+        parsed.recipients += [addr for _name, addr in getaddresses(
+            [_text(v) for field in ("X-Original-To", "Bcc") for v in content.get_all(field, []) + (
+                msg.get_all(field, []) if content is not msg else [])]) if addr]
     except Exception as exc:
         parsed.parse_error = f"headers: {type(exc).__name__}: {exc}"[:200]
     walker = _Walker(parsed, body_limit, attachment_text, text_limit)

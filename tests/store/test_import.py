@@ -269,6 +269,10 @@ def test_the_shared_pst_imports_all_17_messages_findable_by_subject_and_sender(s
         sender = email.utils.parseaddr(row["hdr_from"])[1]
         assert row["id"] in {h["id"] for e in site.envs for h in _search(e, f"from:{sender}")}, sender
     assert len([h for e in site.envs for h in _search(e, "from:support@hackingteam.com")]) == 14
+    # The Bcc recipients a sent message kept are its recipients: to: finds it.
+    hidden = "tulum@tutanota.de"
+    with_bcc = [row["id"] for _w, row in stored.values() if hidden in row["env_to"]]
+    assert with_bcc and {h["id"] for e in site.envs for h in _search(e, f"to:{hidden}")} == set(with_bcc)
     # Byte for byte what the importer read: the converted messages' digests are the stored ones.
     converted = {sha(item.raw) for item in mailsources.read_pst(str(PST)) if item.status == "message"}
     assert converted == set(stored)

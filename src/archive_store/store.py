@@ -255,8 +255,8 @@ class Store:
             if arrival_rows:
                 self.index.commit_batch(new_rows, arrival_rows, merged_recipients)
                 crashpoints.reach("committed")
-        if fresh:
-            self.intent.unlink()
+            if fresh:  # under the lock: another writer's recover() then never sees a batch in flight
+                self.intent.unlink()
         return outcomes
 
     def _write_blob(self, sha256: str, body: bytes) -> Path:

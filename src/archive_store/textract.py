@@ -18,6 +18,7 @@ import io
 import os
 import re
 import resource
+import signal
 import subprocess
 import tempfile
 import zipfile
@@ -88,12 +89,38 @@ def _limit_memory(address_space: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
 
+class LimitReached(Exception):
+    """A tool was stopped by its CPU-time or address-space limit."""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _killed_by(number: int, seconds: int) -> str:
+    """Why a tool's process ended on signal ``number``: SIGXCPU at the soft CPU limit, SIGKILL at the hard one;
+    an allocation refused under RLIMIT_AS ends a C++ tool (poppler) in std::bad_alloc, that is abort(), and a
+    C tool that does not check malloc in SIGSEGV."""
+    if number in (signal.SIGXCPU, signal.SIGKILL):
+        return f"ran past its {seconds} s CPU-time limit"
+    if number in (signal.SIGABRT, signal.SIGSEGV):
+        return f"died at its memory limit ({_signal_name(number)})"
+    return f"died of {_signal_name(number)}"
+
+
 def _run_tool(argv: List[str], data: Optional[bytes], seconds: int, path: Optional[str] = None) -> str:
-    """A tool's standard output as text; it gets ``seconds`` of CPU and wall-clock time."""
+    """A tool's standard output as text; it gets ``seconds`` of CPU time, and a second more of wall-clock time
+    (a tool that computes meets the more telling limit first; one that waits on nothing meets the other)."""
     def cpu_limit():
         resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
-    result = subprocess.run(argv + ([path] if path else []), input=data, capture_output=True, timeout=seconds,
+    result = subprocess.run(argv + ([path] if path else []), input=data, capture_output=True, timeout=seconds + 1,
                             preexec_fn=cpu_limit, check=False)
+    if result.returncode < 0:
+        # Killed: what it printed so far is a fragment, and the signal says which limit stopped it.
+        raise LimitReached(f"{os.path.basename(argv[0])} {_killed_by(-result.returncode, seconds)}")
     if result.returncode != 0 and not result.stdout:
         error = result.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ValueError(f"{os.path.basename(argv[0])} exited with {result.returncode}" + (f": {error[-1][:120]}" if error else ""))
@@ -220,7 +247,10 @@ def _zip(data: bytes, name: str, out: _Collector, depth: int, seconds: int) -> L
             except ValueError as exc:
                 notes.append(f"{name}/{member.filename}: {exc}")
                 continue
-            sub = _text_of(member.filename, "", content, out, depth + 1, seconds)
+            try:
+                sub = _text_of(member.filename, "", content, out, depth + 1, seconds)
+            except LimitReached as exc:
+                sub = str(exc)
             if sub:
                 notes.append(f"{name}/{member.filename}: {sub}")
     if bombs:
@@ -276,8 +306,10 @@ def extract_text(name: str, content_type: str, data: bytes, limit: int, seconds:
         note = f"text cut at {limit} characters"
     except MemoryError:
         return "", "memory limit reached: not indexed"
+    except LimitReached as exc:
+        return "", f"{exc}: not indexed"
     except subprocess.TimeoutExpired as exc:
-        return "", f"{os.path.basename(exc.cmd[0])} ran past its {seconds} s limit: not indexed"
+        return "", f"{os.path.basename(exc.cmd[0])} ran past its {exc.timeout:g} s wall-clock limit: not indexed"
     except (zipfile.BadZipFile, ValueError, OSError, SyntaxError, EOFError, NotImplementedError) as exc:
         # defusedxml's refusals (entities, DTDs) and XML syntax errors are ValueError or SyntaxError.
         return out.text(), f"unreadable: {type(exc).__name__}: {exc}"[:200]
@@ -311,7 +343,7 @@ class Extractor:
         if not _kind(name, content_type, data):
             return Extracted()
         future = self.pool.schedule(extract_text, args=(name, content_type, data, limit, self.seconds),
-                                    timeout=self.seconds + 2)  # a tool's own limit, when it has one, comes first
+                                    timeout=self.seconds + 3)  # a tool's own limits, when it has them, come first
         try:
             text, note = future.result()
         except FutureTimeout:

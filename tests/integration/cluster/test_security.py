@@ -152,10 +152,14 @@ def test_a_subject_never_crosses_the_wire_in_clear_text(site):
                                     f">/tmp/tshark.log 2>&1 &)")
     wait_until(lambda: "Capturing on" in docker_exec(holder, "cat", "/tmp/tshark.log", check=False).stdout,
                "tshark to start", log=lambda: docker_exec(holder, "cat", "/tmp/tshark.log", check=False).stdout)
-    client = site.client(holder)
-    [row] = client.search(f"msgid:wire-{since}@test")
-    assert row["subject"] == subject
-    assert client.raw(row["id"]) == raw
+    # "Capturing on" can come a moment before the capture filter is in place (seen on a loaded machine: one
+    # packet captured), so the search and the read are repeated over the capture's 20 s, each on a new connection.
+    for _round in range(5):
+        client = site.client(holder)
+        [row] = client.search(f"msgid:wire-{since}@test")
+        assert row["subject"] == subject
+        assert client.raw(row["id"]) == raw
+        time.sleep(2)
     wait_until(lambda: docker_exec(holder, "pgrep", "-x", "tshark", check=False).returncode != 0, "tshark to finish",
                timeout=40, log=lambda: docker_exec(holder, "cat", "/tmp/tshark.log", check=False).stdout)
     packets = docker_exec(holder, "cat", capture, text=False).stdout

@@ -8,6 +8,7 @@ messages is topped up to N.
 
 import argparse
 import itertools
+import logging
 import random
 import statistics
 import time
@@ -26,9 +27,9 @@ def vocabulary(rng, size):
     return sorted(words)
 
 
-def setup(base: Path):
-    """The store under ``base`` (made on first use). The store is imported here: the message generator
-    and the queries are used without it (bench/cluster_search.py)."""
+def setup(base: Path, shard_messages=None):
+    """The store under ``base`` (made on first use; ``shard_messages`` sets its ``index_shard_messages``). The
+    store is imported here: the message generator and the queries are used without it (bench/cluster_search.py)."""
     from archive_store import config as configuration, crypto
     from archive_store.store import Store
 
@@ -40,6 +41,9 @@ def setup(base: Path):
                         f"spool_dir = {base / 'spool' / 'Maildir'}\nlicense_file = {base / 'license'}\n"
                         f"key_file = {base / 'store.key'}\nbatch_size = 1000\n")
         crypto.generate(base / "store.key")
+    if shard_messages is not None:
+        lines = [line for line in conf.read_text().splitlines() if not line.startswith("index_shard_messages")]
+        conf.write_text("\n".join(lines + [f"index_shard_messages = {shard_messages}"]) + "\n")
     return Store(configuration.load(conf))
 
 
@@ -96,11 +100,16 @@ def main():
     parser.add_argument("-n", "--messages", type=int, default=1_000_000)
     parser.add_argument("--dir", default="/var/tmp/archive-search-bench")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--shard-messages", type=int, help="the store's index_shard_messages (0: one full-text index;"
+                        " by default what its store.conf says, else the store's default)")
+    parser.add_argument("--optimize", action="store_true", help="at the end, time FTS5 'optimize' of the live full-text rows")
     args = parser.parse_args()
     from archive_store.spool import Arrival
 
+    logging.basicConfig(format="  %(message)s")
+    logging.getLogger("archive_store.index").setLevel(logging.INFO)  # each shard closed, and how long it took
     words, cum_weights, senders = corpus()
-    store = setup(Path(args.dir))
+    store = setup(Path(args.dir), args.shard_messages)
     have = store.index.stats()["messages"]
     rng_load = random.Random(0)
     for number in range(have):  # a top-up goes on with the same sequence (bench/cluster_search.py relies on it)
@@ -119,18 +128,23 @@ def main():
     if loaded:
         print(f"loaded {loaded} messages in {time.time() - started:.0f} s ({loaded / (time.time() - started):.0f} msg/s) through Store.ingest")
     stats = store.index.stats()
-    db = store.config.db_path
-    index_bytes = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    index_bytes = store.index.files_bytes()
     objects_bytes = stats["stored_bytes"]
 
     single, from_word = queries(words, senders, args.queries)
     timed(store, single[:20])  # warm the page cache the way a running server is warm
     print(f"store: {stats['messages']} messages, raw {stats['raw_bytes'] / 1e9:.2f} GB, "
           f"objects {objects_bytes / 1e9:.2f} GB, index {index_bytes / 1e9:.2f} GB "
-          f"(index/raw {index_bytes / stats['raw_bytes']:.2f})")
+          f"(index/raw {index_bytes / stats['raw_bytes']:.2f}); {stats['index_shards']} closed shards")
     for label, batch in (("single word", single), ("from:+word", from_word)):
         p50, p95, worst = timed(store, batch)
         print(f"{label:12} ({len(batch)} queries, limit 50): p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {worst:6.1f} ms")
+    if args.optimize:
+        live = store.index.conn.execute("SELECT count(*) FROM messages WHERE rowid >= ?",
+                                        (store.index.shards()[0]["last_rowid"] + 1 if stats["index_shards"] else 1,)).fetchone()[0]
+        started = time.time()
+        store.index.conn.execute("INSERT INTO fts (fts) VALUES ('optimize')")
+        print(f"FTS5 optimize of the live full text ({live} messages): {time.time() - started:.1f} s")
 
 
 if __name__ == "__main__":

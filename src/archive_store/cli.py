@@ -311,6 +311,21 @@ def cmd_blobs(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_shards(args) -> int:
+    """The closed shards of the full-text index; ``--close``: close the live rows into one now."""
+    store = _store(args, readonly=not args.close)
+    if args.close:
+        closed = store.index.close_shard()
+        print(f"closed shard {closed['file']}: messages {closed['first_rowid']}-{closed['last_rowid']} in {closed['seconds']:.1f} s"
+              if closed else "no live full-text rows: nothing to close")
+    report = store.index.shard_report()
+    for shard in report:
+        print(f"{shard['number']:5d} rows {shard['first_rowid']}-{shard['last_rowid']} {shard['messages']} messages stored,"
+              f" {shard['bytes'] or 0} bytes, {shard['file']}" + ("" if shard["bytes"] is not None else " MISSING: run reindex"))
+    print(f"{len(report)} closed shards; every {store.config.index_shard_messages or 'never (0)'} messages")
+    return 1 if any(shard["bytes"] is None for shard in report) else 0
+
+
 def cmd_convert(args) -> int:
     """Store the messages stored whole as skeleton and blobs, a batch at a time, each batch verified."""
     from archive_store.store import Store
@@ -415,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     p.set_defaults(func=cmd_dedupe)
     sub.add_parser("blobs", help="check the attachment blobs: none missing, none referred to by nothing").set_defaults(func=cmd_blobs)
+    p = sub.add_parser("shards", help="the closed, read-only shards of the full-text index")
+    p.add_argument("--close", action="store_true", help="close the live full-text rows into a shard now")
+    p.set_defaults(func=cmd_shards)
     p = sub.add_parser("convert", help="store messages stored whole as skeleton and attachment blobs (resumable)")
     p.add_argument("--batch", type=int, default=500, help="messages per batch, verified after each (default 500)")
     p.set_defaults(func=cmd_convert)

@@ -17,6 +17,8 @@
                                             (the archive's own addresses: never recorded as recipients)
     blob_min_bytes = 4096                   (a base64 attachment body this large or larger is stored once
                                              per worker, see blobs.py; 0 keeps every message whole)
+    index_shard_messages = 5000000          (the full-text index is closed into a read-only shard every this
+                                             many messages, see index.py; 0 keeps one)
 
     [extract]                               (attachment text, see textract.py)
     workers = 2                             (extraction processes)
@@ -64,6 +66,7 @@ class Config:
     max_message_bytes: int = 52000000
     own_addresses: list = field(default_factory=list)
     blob_min_bytes: int = 4096
+    index_shard_messages: int = 5000000
     extract_workers: int = 2
     extract_seconds: int = 10
     extract_memory_mb: int = 512
@@ -79,6 +82,11 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "index.sqlite"
+
+    @property
+    def shards_dir(self) -> Path:
+        """The closed shards of the full-text index (index.py)."""
+        return self.data_dir / "shards"
 
     @property
     def objects_dir(self) -> Path:
@@ -188,6 +196,7 @@ def load(path=None) -> Config:
         max_message_bytes=_int(store, "max_message_bytes", 52000000, low=1024, high=1 << 31, path=path),
         own_addresses=sorted({a.lower() for a in store.get("own_addresses", f"archive@{hostname}").replace(",", " ").split()}),
         blob_min_bytes=_int(store, "blob_min_bytes", 4096, low=0, high=1 << 31, path=path),
+        index_shard_messages=_int(store, "index_shard_messages", 5000000, low=0, high=1 << 40, path=path),
         extract_workers=_int(extract, "workers", 2, low=1, high=64, path=path),
         extract_seconds=_int(extract, "seconds", 10, low=1, high=3600, path=path),
         extract_memory_mb=_int(extract, "memory_mb", 512, low=64, high=1 << 20, path=path),

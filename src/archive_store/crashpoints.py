@@ -19,13 +19,16 @@ Steps, in ingest order:
 and in a removal (purge, retention, the duplicate pass, the blob conversion):
     removed    the message's rows are gone and its object deleted, its last blobs not yet
     converted  a message's blobs are durable and referred to, its object not yet rewritten
+
+and when the full-text index closes a shard (index.py):
+    shard      the shard's file is durable under its name, its row not yet committed
 """
 
 import os
 import signal
 import threading
 
-STEPS = ("intent", "blob", "object", "committed", "ingested", "removed", "converted")
+STEPS = ("intent", "blob", "object", "committed", "ingested", "removed", "converted", "shard")
 
 
 def _parse(value: str):

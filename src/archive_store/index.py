@@ -15,20 +15,37 @@ words untagged, and each whole address (``xf``/``xt``) and the Message-ID
 private-use character the tokenizer keeps inside tokens and mail never
 contains.  A phrase is searched as its words, and the candidates are then
 checked against their text, newest first (``text_of``).
+
+Shards: every ``shard_messages`` messages, the full-text rows of the messages
+stored so far leave the live database for a read-only file of their own in
+``shards/`` (``close_shard``: FTS5's tables copied, ``optimize``d and
+VACUUMed once; a backup takes an unchanged file once), and the live ``fts``
+starts empty.  A search reads the live rows first, then the shards newest
+first, and stops when its page is full; metadata stays in the live database.
+A shard whose messages have all been removed is deleted.  So no FTS5 table
+grows past one shard: its merges, ``optimize`` and the backup's work stay
+bounded however many messages the worker holds.
 """
 
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
+import threading
+import time
 import unicodedata
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from archive_common import ids, participants
+from archive_store import crashpoints
 from archive_store.errors import StoreError
+from archive_store.objects import fsync_dir
+
+log = logging.getLogger(__name__)
 
 LAYOUT = 2
 TAG = "\ue000"
@@ -74,14 +91,17 @@ CREATE TABLE IF NOT EXISTS attachments (
     note TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message);
-CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
-    terms, content = '', detail = none, columnsize = 0, tokenize = "{TOKENIZER}"
-);
+{"{FTS}"}
 """
+FTS = f"""CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (
+    terms, content = '', detail = none, columnsize = 0, tokenize = "{TOKENIZER}"
+);"""
+SCHEMA = SCHEMA.replace("{FTS}", FTS)
 
-# Added to a layout 2 index by its first writable open (an index without them has none of either):
-# attachment bodies stored once (blobs.py) and the messages that refer to each; and the envelope
-# recipients that later copies of a message added to it (the full-text index has the first copy's).
+# Added to a layout 2 index by its first writable open (an index without them has none of them):
+# attachment bodies stored once (blobs.py) and the messages that refer to each; the envelope
+# recipients that later copies of a message added to it (the full-text index has the first copy's);
+# and the closed shards of the full-text index, whose file names begin with the index's instance.
 LATER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     rowid INTEGER PRIMARY KEY,
@@ -100,6 +120,14 @@ CREATE TABLE IF NOT EXISTS added_recipients (
     PRIMARY KEY (address, message)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS added_recipients_message ON added_recipients (message);
+CREATE TABLE IF NOT EXISTS index_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO index_meta (key, value) VALUES ('instance', lower(hex(randomblob(4))));
+CREATE TABLE IF NOT EXISTS shards (
+    number INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_rowid INTEGER NOT NULL,
+    last_rowid INTEGER NOT NULL,
+    file TEXT NOT NULL
+);
 """
 
 COLUMNS = (
@@ -200,17 +228,58 @@ def _blob(value: str, what: str) -> bytes:
         raise StoreError(f"{what} {value!r}: expected hexadecimal") from None
 
 
+def _write_shard(live: Path, path: Path) -> None:
+    """Copy the live database's full-text rows into a new file at ``path``: FTS5's own tables row for row, then
+    ``optimize`` (one segment) and VACUUM; read-only (0400) and fsynced.  The caller holds the live write lock."""
+    if path.exists():
+        path.unlink()
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(f"file:{path}", uri=True, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(FTS)
+        conn.execute("ATTACH ? AS live", (f"file:{live}?mode=ro",))
+        tables = [r[0] for r in conn.execute("SELECT name FROM live.sqlite_master WHERE type = 'table' AND name LIKE 'fts!_%' ESCAPE '!'")]
+        conn.execute("BEGIN")
+        for table in tables:
+            conn.execute(f"DELETE FROM main.{table}")
+            conn.execute(f"INSERT INTO main.{table} SELECT * FROM live.{table}")
+        conn.execute("COMMIT")
+        conn.execute("DETACH live")
+        conn.execute("INSERT INTO fts (fts) VALUES ('optimize')")
+        conn.execute("VACUUM")
+    finally:
+        conn.close()
+    os.chmod(path, 0o400)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class Index:
-    def __init__(self, path: Path, readonly: bool = False, legacy: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, legacy: bool = False, shard_messages: int = 0) -> None:
         """``legacy``: a read-only index of an earlier layout opens too, for ``stats`` alone (the upgrade's drain
-        reads the backlog with this release's code); everything else raises OldLayout."""
+        reads the backlog with this release's code); everything else raises OldLayout.  ``shard_messages``: close
+        the live full-text rows into a shard once they span this many messages (0: never)."""
         self.path = Path(path)
         self.conn = _connect(self.path, readonly, legacy)
         self.layout = self.conn.execute("PRAGMA user_version").fetchone()[0] or 1  # layout 1 set no version
         # archive ID -> the message's searchable text, for phrase checks (Store sets it: it holds the objects).
         self.text_of: Optional[Callable[[str], str]] = None
+        self.shard_messages = shard_messages
+        self.shards_dir = self.path.parent / "shards"
+        self._shard_conns: Dict[str, sqlite3.Connection] = {}
+        self._shard_lock = threading.Lock()
+        if not readonly and self.layout >= LAYOUT:
+            self._collect_shards()
 
     def close(self) -> None:
+        with self._shard_lock:
+            for conn in self._shard_conns.values():
+                conn.close()
+            self._shard_conns.clear()
         self.conn.close()
 
     def _current(self) -> None:
@@ -286,6 +355,8 @@ class Index:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if new_messages and self.shard_messages > 0:
+            self._close_when_full()
 
     def arrivals_of(self, archive_ids: List[str]) -> Dict[str, List[dict]]:
         """Each message's arrivals, oldest first: spool name, time, transit lines and the message's envelope
@@ -379,10 +450,13 @@ class Index:
                 unreferenced = [_hex(r[0]) for blob in referred for r in cur.execute(
                     "SELECT sha256 FROM blobs WHERE rowid = ? AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = ?)",
                     (blob, blob))]
+                emptied = self._emptied_shard(cur, row[0])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if row and emptied:
+            self._delete_shard_file(emptied)
         return unreferenced
 
     def forget_blobs(self, shas: Iterable[str]) -> None:
@@ -413,6 +487,157 @@ class Index:
                 "SELECT b.sha256, count(r.message) FROM blobs b LEFT JOIN blob_refs r ON r.blob = b.rowid GROUP BY b.rowid")}
         except sqlite3.OperationalError:
             return {}
+
+    # -- shards -----------------------------------------------------------
+    def shards(self) -> List[sqlite3.Row]:
+        """The closed shards, newest first (none in an index no writer of this release has opened)."""
+        try:
+            return self.conn.execute("SELECT number, first_rowid, last_rowid, file FROM shards ORDER BY number DESC").fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+    def shard_report(self) -> List[dict]:
+        """Each closed shard, oldest first: its row ids, the messages of it still stored and its file's size."""
+        out = []
+        for shard in reversed(self.shards()):
+            path = self.shards_dir / shard["file"]
+            out.append({"number": shard["number"], "first_rowid": shard["first_rowid"], "last_rowid": shard["last_rowid"],
+                        "file": str(path), "bytes": path.stat().st_size if path.exists() else None,
+                        "messages": self.conn.execute("SELECT count(*) FROM messages WHERE rowid BETWEEN ? AND ?",
+                                                      (shard["first_rowid"], shard["last_rowid"])).fetchone()[0]})
+        return out
+
+    def files_bytes(self) -> int:
+        """The index's size on disk: the live database, its write-ahead log and the closed shards."""
+        paths = [self.path, Path(f"{self.path}-wal")] + [self.shards_dir / s["file"] for s in self.shards()]
+        return sum(path.stat().st_size for path in paths if path.exists())
+
+    def _instance(self) -> str:
+        return self.conn.execute("SELECT value FROM index_meta WHERE key = 'instance'").fetchone()[0]
+
+    def _last_rowid(self) -> int:
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        return row[0] if row else 0
+
+    @staticmethod
+    def _live_first(shards: List[sqlite3.Row]) -> int:
+        """The first row id whose full text is in the live database."""
+        return shards[0]["last_rowid"] + 1 if shards else 1
+
+    def _close_when_full(self) -> None:
+        if self._last_rowid() - self._live_first(self.shards()) + 1 >= self.shard_messages:
+            self.close_shard()
+
+    def close_shard(self) -> Optional[dict]:
+        """Move the live full-text rows into a new read-only shard and start the live ``fts`` empty.
+
+        Under the write lock, so nothing is added meanwhile: the rows are copied into ``<name>.tmp``, which is
+        optimized, VACUUMed, made read-only, fsynced and renamed; then one transaction records it and empties the
+        live table.  A crash before that commit leaves an unrecorded file, which the next writable open deletes,
+        and the live rows as they were.  Returns the shard ({number, first_rowid, last_rowid, file, seconds}), or
+        None when the live rows are empty.
+        """
+        self._current()
+        started = time.monotonic()
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            shards = self.shards()
+            first, last = self._live_first(shards), self._last_rowid()
+            if last < first:
+                cur.execute("ROLLBACK")
+                return None
+            used = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'shards'").fetchone()
+            number = (used[0] if used else 0) + 1  # never a deleted shard's: another process may hold its file open
+            name = f"{self._instance()}-{number:05d}.sqlite"
+            self.shards_dir.mkdir(mode=0o700, exist_ok=True)
+            final = self.shards_dir / name
+            _write_shard(self.path, final.with_name(name + ".tmp"))
+            os.rename(final.with_name(name + ".tmp"), final)
+            fsync_dir(self.shards_dir)
+            crashpoints.reach("shard")
+            cur.execute("DROP TABLE fts")
+            cur.execute(FTS)
+            cur.execute("INSERT INTO shards (number, first_rowid, last_rowid, file) VALUES (?, ?, ?, ?)",
+                        (number, first, last, name))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        seconds = time.monotonic() - started
+        log.info("index shard %s closed: messages %d-%d, %.1f s", name, first, last, seconds)
+        return {"number": number, "first_rowid": first, "last_rowid": last, "file": name, "seconds": seconds}
+
+    def _collect_shards(self) -> None:
+        """Delete this index's shard files that no row records (a close cut off before its commit)."""
+        if not self.shards_dir.is_dir():
+            return
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")  # a close in progress elsewhere holds this lock until it has recorded its file
+        try:
+            recorded = {row["file"] for row in self.shards()}
+            prefix = self._instance() + "-"
+            for path in self.shards_dir.iterdir():
+                if path.name.startswith(prefix) and path.name not in recorded:
+                    log.warning("index shard %s: recorded nowhere (a close cut off); deleted", path)
+                    path.unlink()
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def collect_other_shards(self) -> List[str]:
+        """Delete the shard files of other indexes (those this one replaced: ``reindex``, an upgrade)."""
+        if not self.shards_dir.is_dir():
+            return []
+        prefix = self._instance() + "-"
+        gone = [path for path in self.shards_dir.iterdir() if not path.name.startswith(prefix)]
+        for path in gone:
+            path.unlink()
+        return [path.name for path in gone]
+
+    def _emptied_shard(self, cur: sqlite3.Cursor, rowid: int) -> Optional[str]:
+        """Within a removal: the shard holding ``rowid`` if no message of it is left (its row is deleted)."""
+        try:
+            shard = cur.execute("SELECT number, first_rowid, last_rowid, file FROM shards WHERE ? BETWEEN first_rowid AND last_rowid",
+                                (rowid,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        if shard is None or cur.execute("SELECT 1 FROM messages WHERE rowid BETWEEN ? AND ? LIMIT 1",
+                                        (shard["first_rowid"], shard["last_rowid"])).fetchone():
+            return None
+        cur.execute("DELETE FROM shards WHERE number = ?", (shard["number"],))
+        return shard["file"]
+
+    def _delete_shard_file(self, name: str) -> None:
+        with self._shard_lock:
+            conn = self._shard_conns.pop(name, None)
+            if conn is not None:
+                conn.close()
+        path = self.shards_dir / name
+        if path.exists():
+            path.unlink()
+            log.info("index shard %s: every message of it removed; deleted", name)
+
+    def _forget_shard_conns(self, shards: List[sqlite3.Row]) -> None:
+        """Let go of the connections to shards no longer recorded (deleted by another process); a search still
+        reading one holds its own reference, and the connection closes after it."""
+        if self._shard_conns:
+            with self._shard_lock:
+                for name in set(self._shard_conns) - {shard["file"] for shard in shards}:
+                    del self._shard_conns[name]
+
+    def _shard_conn(self, shard: sqlite3.Row) -> sqlite3.Connection:
+        with self._shard_lock:
+            conn = self._shard_conns.get(shard["file"])
+            if conn is None:
+                path = self.shards_dir / shard["file"]
+                if not path.exists():
+                    raise StoreError(f"index shard {path} (messages {shard['first_rowid']}-{shard['last_rowid']}): expected a file,"
+                                     " found none; run `archive_store reindex`")
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+                self._shard_conns[shard["file"]] = conn
+            return conn
 
     # -- reading ----------------------------------------------------------
     def get(self, archive_id: str) -> Optional[dict]:
@@ -459,28 +684,100 @@ class Index:
             match = f"({match}) AND {narrowing}" if match else narrowing
             where.append("involves(m.hdr_from, m.hdr_to, m.hdr_cc, m.env_to, ?)")
             params.append("\n".join(wanted))
-        sql = "SELECT m.* FROM messages m"
-        if match:
-            sql = "SELECT m.* FROM fts JOIN messages m ON m.rowid = fts.rowid"
-            where.insert(0, "fts MATCH ?")
-            params.insert(0, match)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        if wanted and self._added_for(wanted):
-            # Messages a later copy added one of them to as a recipient: not in their exact tokens.
-            added_where = [f"m.rowid IN (SELECT message FROM added_recipients WHERE address IN ({','.join('?' * len(wanted))}))"]
-            added_params = list(wanted)
-            if parsed.match:
-                added_where.append("m.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?)")
-                added_params.append(parsed.match)
-            sql = (f"{sql} UNION SELECT m.* FROM messages m WHERE {' AND '.join(added_where + list(parsed.where))}"
-                   " AND involves(m.hdr_from, m.hdr_to, m.hdr_cc, m.env_to, ?) ORDER BY rowid DESC LIMIT ? OFFSET ?")
-            params += added_params + list(parsed.params) + ["\n".join(wanted)]
+        plan = _Plan(query, parsed, match, where, params, wanted if wanted and self._added_for(wanted) else [])
+        for _attempt in range(3):
+            shards = self.shards() if match else []
+            if match:
+                self._forget_shard_conns(shards)
+            found = self._collect(plan, shards, int(offset) + int(limit), brief)
+            if not match or [s["number"] for s in self.shards()] == [s["number"] for s in shards]:
+                break  # else a shard closed (or went) meanwhile: its rows may have been read neither live nor closed
+        return found[int(offset):]
+
+    def _collect(self, plan: "_Plan", shards: List[sqlite3.Row], wanted_rows: int, brief: bool) -> List[dict]:
+        """The first ``wanted_rows`` matches that pass the query's phrase checks, newest first."""
+        found: List[dict] = []
+        candidates = 0
+        for row in self._newest_first(plan, shards, wanted_rows if not plan.parsed.checks else 200):
+            described = self._describe(row, brief)
+            candidates += 1
+            if all(check(described, self.text_of) for check in plan.parsed.checks):
+                found.append(described)
+                if len(found) >= wanted_rows:
+                    break
+            elif candidates >= MAX_PHRASE_CANDIDATES:
+                raise StoreError(f"search {plan.query!r}: a phrase whose words are in more than {MAX_PHRASE_CANDIDATES} messages;"
+                                 " add a word or a date range (after:, before:)")
+        return found
+
+    def _newest_first(self, plan: "_Plan", shards: List[sqlite3.Row], page: int) -> Iterator[sqlite3.Row]:
+        """The rows matching ``plan``, newest first: the live full text (or, without words, the metadata alone),
+        then each closed shard, newest first; read a page at a time, so a caller that stops early reads no more."""
+        sql, params = self._live_sql(plan, self._live_first(shards) if shards else 0)
+        seen = 0
+        while True:
+            rows = self._rows(plan.query, sql, params + [page, seen])
+            yield from rows
+            seen += len(rows)
+            if len(rows) < page:
+                break
+        for shard in shards:
+            yield from self._shard_rows(plan, shard, page)
+
+    def _live_sql(self, plan: "_Plan", floor: int) -> Tuple[str, list]:
+        """The query over the live database, paged by LIMIT and OFFSET; ``floor``: the first row id whose full
+        text is live (0: all)."""
+        where, params = list(plan.where), list(plan.params)
+        if floor:
+            where.insert(0, "m.rowid >= ?")
+            params.insert(0, floor)
+        if plan.match:
+            sql = "SELECT m.* FROM fts JOIN messages m ON m.rowid = fts.rowid WHERE " + " AND ".join(["fts MATCH ?"] + where)
+            params.insert(0, plan.match)
         else:
-            sql += f" ORDER BY {'fts.rowid' if match else 'm.rowid'} DESC LIMIT ? OFFSET ?"
-        if not parsed.checks:
-            return [self._describe(r, brief) for r in self._rows(query, sql, params + [int(limit), int(offset)])]
-        return self._checked(query, parsed.checks, sql, params, int(limit), int(offset), brief)
+            sql = "SELECT m.* FROM messages m" + (" WHERE " + " AND ".join(where) if where else "")
+        if not plan.added:
+            return sql + f" ORDER BY {'fts.rowid' if plan.match else 'm.rowid'} DESC LIMIT ? OFFSET ?", params
+        # Messages a later copy added one of them to as a recipient: not in their exact tokens.
+        added_where = [f"m.rowid IN (SELECT message FROM added_recipients WHERE address IN ({','.join('?' * len(plan.added))}))"]
+        added_params: list = list(plan.added)
+        if floor:
+            added_where.append("m.rowid >= ?")
+            added_params.append(floor)
+        if plan.parsed.match:
+            added_where.append("m.rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?)")
+            added_params.append(plan.parsed.match)
+        sql = (f"{sql} UNION SELECT m.* FROM messages m WHERE {' AND '.join(added_where + list(plan.parsed.where))}"
+               " AND involves(m.hdr_from, m.hdr_to, m.hdr_cc, m.env_to, ?) ORDER BY rowid DESC LIMIT ? OFFSET ?")
+        return sql, params + added_params + list(plan.parsed.params) + ["\n".join(plan.added)]
+
+    def _shard_rows(self, plan: "_Plan", shard: sqlite3.Row, page: int) -> Iterator[sqlite3.Row]:
+        """The rows of one closed shard matching ``plan``, newest first: row ids from the shard's full text, a page
+        at a time, then their metadata rows from the live database (``plan.where`` applied there)."""
+        conn = self._shard_conn(shard)
+        first, last = shard["first_rowid"], shard["last_rowid"]
+        added: List[int] = []
+        if plan.added:
+            added = [r[0] for r in self.conn.execute(
+                f"SELECT message FROM added_recipients WHERE address IN ({','.join('?' * len(plan.added))})"
+                " AND message BETWEEN ? AND ?", list(plan.added) + [first, last])]
+            if added and plan.parsed.match:
+                added = [rowid for chunk in _chunks(added, 500) for (rowid,) in self._rows(
+                    plan.query, f"SELECT rowid FROM fts WHERE fts MATCH ? AND rowid IN ({','.join('?' * len(chunk))})",
+                    [plan.parsed.match] + chunk, conn)]
+        below = last + 1
+        while True:
+            ids = [r[0] for r in self._rows(plan.query, "SELECT rowid FROM fts WHERE fts MATCH ? AND rowid < ? ORDER BY rowid DESC LIMIT ?",
+                                            [plan.match, below, page], conn)]
+            floor = ids[-1] if len(ids) == page else first
+            ids = sorted(set(ids).union(a for a in added if floor <= a < below), reverse=True)
+            for chunk in _chunks(ids, 500):
+                where = " AND ".join([f"m.rowid IN ({','.join('?' * len(chunk))})"] + plan.where)
+                yield from self._rows(plan.query, f"SELECT m.* FROM messages m WHERE {where} ORDER BY m.rowid DESC", chunk + plan.params)
+            if floor == first:
+                break
+            below = floor
+            page = min(page * 4, 5000)
 
     def _added_for(self, addresses: List[str]) -> bool:
         """Whether a later copy added one of these addresses to a message (then a search for them looks there too)."""
@@ -490,30 +787,11 @@ class Index:
         except sqlite3.OperationalError:  # an index no writer of this release has opened yet
             return False
 
-    def _rows(self, query: str, sql: str, params: list) -> list:
+    def _rows(self, query: str, sql: str, params: list, conn: Optional[sqlite3.Connection] = None) -> list:
         try:
-            return self.conn.execute(sql, params).fetchall()
+            return (conn or self.conn).execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search {query!r}: {exc}") from None
-
-    def _checked(self, query, checks, sql, params, limit, offset, brief) -> List[dict]:
-        """The candidates that pass every phrase check, newest first, ``offset`` of them skipped."""
-        found: List[dict] = []
-        seen = 0
-        page = 200
-        while len(found) < offset + limit:
-            rows = self._rows(query, sql, params + [page, seen])
-            for row in rows:
-                described = self._describe(row, brief)
-                if all(check(described, self.text_of) for check in checks):
-                    found.append(described)
-            seen += len(rows)
-            if len(rows) < page:
-                break
-            if seen >= MAX_PHRASE_CANDIDATES and len(found) < offset + limit:
-                raise StoreError(f"search {query!r}: a phrase whose words are in more than {MAX_PHRASE_CANDIDATES} messages;"
-                                 " add a word or a date range (after:, before:)")
-        return found[offset:offset + limit]
 
     def stats(self) -> dict:
         row = self.conn.execute(
@@ -527,6 +805,7 @@ class Index:
             "last_arrival": row[3],
             "arrivals": arrivals,
             "duplicate_arrivals": max(arrivals - row[0], 0),
+            "index_shards": len(self.shards()),
         }
 
     def first_arrival(self) -> Optional[int]:
@@ -558,6 +837,22 @@ class Index:
 
 def _phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
+
+
+class _Plan(NamedTuple):
+    """A search as the index runs it: MATCH text (with the per-user narrowing), SQL conditions on ``m`` and their
+    parameters, and the addresses whose added recipients it also looks at."""
+    query: str
+    parsed: "Query"
+    match: str
+    where: List[str]
+    params: list
+    added: List[str]
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _day(value: str, field: str) -> int:

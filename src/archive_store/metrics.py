@@ -73,16 +73,6 @@ def _mtime(path: Path):
         return None
 
 
-def _size(*paths: Path) -> int:
-    total = 0
-    for path in paths:
-        try:
-            total += path.stat().st_size
-        except OSError:
-            pass
-    return total
-
-
 class StoreCollector:
     """What Prometheus reads at each scrape, from the index, the spool, the license and the files."""
 
@@ -102,8 +92,9 @@ class StoreCollector:
         yield _gauge("archive_store_arrivals", "Arrivals recorded (a duplicate is one more arrival of a message).", stats["arrivals"])
         yield _gauge("archive_store_raw_bytes", "Raw bytes of the messages stored (as sent).", stats["raw_bytes"])
         yield _gauge("archive_store_sealed_bytes", "Bytes of the sealed objects (compressed and encrypted).", stats["stored_bytes"])
-        yield _gauge("archive_store_index_bytes", "Size of the index database on disk, with its write-ahead log.",
-                     _size(config.db_path, Path(f"{config.db_path}-wal")))
+        yield _gauge("archive_store_index_bytes", "Size of the index on disk: its database, write-ahead log and closed shards.",
+                     self.store.index.files_bytes())
+        yield _gauge("archive_store_index_shards", "Closed, read-only shards of the full-text index.", stats["index_shards"])
         yield _gauge("archive_store_last_arrival_timestamp_seconds", "When the newest message arrived.", stats["last_arrival"] or 0)
         yield _gauge("archive_store_spool_messages", "Spool files waiting to be ingested.", status["spool_backlog"])
         oldest = status["spool_oldest"]

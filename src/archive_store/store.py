@@ -130,7 +130,7 @@ class Store:
         return self._build(self.prepared_path)
 
     def _open_index(self) -> None:
-        self.index = Index(self.config.db_path, readonly=self.readonly)
+        self.index = Index(self.config.db_path, readonly=self.readonly, shard_messages=self.config.index_shard_messages)
         self.index.text_of = self._text_of
 
     def _text_of(self, archive_id: str) -> str:
@@ -502,6 +502,7 @@ class Store:
         """Add the rows of these sealed objects to ``target``, in batches."""
         count = 0
         batch_rows, batch_arrivals = [], []
+        batch = min(1000, self.config.index_shard_messages or 1000)  # shards close at their size, as when ingested
         for archive_id in archive_ids:
             meta, raw = self.open_object(archive_id)
             arrival = Arrival(raw=raw, spool_name=meta["spool_name"], env_from=meta["env_from"],
@@ -514,7 +515,7 @@ class Store:
             batch_rows.append(row)
             batch_arrivals.append((arrival.spool_name, row["sha256"], row["arrived"], "\n".join(arrival.transit)))
             count += 1
-            if len(batch_rows) >= 1000:
+            if len(batch_rows) >= batch:
                 target.commit_batch(batch_rows, batch_arrivals)
                 batch_rows, batch_arrivals = [], []
         target.commit_batch(batch_rows, batch_arrivals)
@@ -541,7 +542,7 @@ class Store:
         for leftover in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
             if leftover.exists():
                 leftover.unlink()
-        target = Index(path)
+        target = Index(path, shard_messages=self.config.index_shard_messages)
         count = self._index_objects(target, self._live_ids())
         target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         target.close()
@@ -558,6 +559,9 @@ class Store:
                 stale.unlink()
         fsync_dir(db.parent)
         self._open_index()
+        replaced = self.index.collect_other_shards()
+        if replaced:
+            log.warning("index shards of the replaced index deleted: %s", " ".join(replaced))
 
     def reconcile_index(self) -> Tuple[int, int]:
         """Bring an older index (a restored backup) up to the objects on disk.

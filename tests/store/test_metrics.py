@@ -61,6 +61,7 @@ def test_the_counts_follow_ingest_and_equal_the_stores_own_stats(env):
     assert 0 < value(after, "archive_store_sealed_bytes")
     assert value(after, "archive_store_ingest_latency_seconds_count") == 6
     assert value(after, "archive_store_index_bytes") > 0
+    assert value(after, "archive_store_index_shards") == 0, "five messages close no shard"
     # Each scrape was itself counted, by endpoint and status.
     assert value(after, "archive_store_api_requests_total", endpoint="metrics", code="200") >= 2
 

@@ -1,6 +1,7 @@
 """Cluster-wide search benchmark on the running lab (make lab).
 
     python bench/cluster_search.py load   # 1,000,000 messages spread over worker0-4 (tops up; about 30 min)
+    python bench/cluster_search.py load --mix realistic -n 10000   # bench/search.py's realistic mix (bench/ui.py's export)
     python bench/cluster_search.py run    # fan-out p50/p95 against one store holding the same messages
 
 ``load`` regenerates bench/search.py's one million messages (the same bytes:
@@ -38,23 +39,27 @@ def in_container_ingest(args):
     from archive_store import config as configuration
     from archive_store.spool import Arrival
     from archive_store.store import Store
-    from search import corpus, message
+    from search import corpus, message, realistic
 
     store = Store(configuration.load(args.config))
+    prefix = "mix" if args.mix == "realistic" else "bench"
     have = store.index.conn.execute(
-        "SELECT count(*) FROM messages WHERE message_id LIKE '<bench-%@bench.example>'").fetchone()[0]
+        f"SELECT count(*) FROM messages WHERE message_id LIKE '<{prefix}-%@bench.example>'").fetchone()[0]
     words, cum_weights, senders = corpus()
     rng = random.Random(0)
     mine, batch, started, stored = 0, [], time.time(), 0
     for number in range(args.messages):
-        raw = message(rng, words, cum_weights, senders, number)  # every message, to keep the sequence
+        if args.mix == "short":
+            raw = message(rng, words, cum_weights, senders, number)  # every message, to keep the sequence
         if number % args.parts != args.part:
             continue
         mine += 1
         if mine <= have:
             continue
-        batch.append(Arrival(raw=raw, spool_name=f"bench-{number}"))
-        if len(batch) == 1000:
+        if args.mix == "realistic":
+            raw = realistic(words, cum_weights, senders, number)
+        batch.append(Arrival(raw=raw, spool_name=f"{prefix}-{number}"))
+        if len(batch) == (1000 if args.mix == "short" else 100):
             store.ingest(batch)
             stored += len(batch)
             batch = []
@@ -81,7 +86,7 @@ def load(args):
             ["docker", "exec", container, "setpriv", f"--reuid={contract['user']}", f"--regid={contract['user']}",
              "--init-groups", "env", f"PYTHONPATH={contract['lib_dir']}:/opt/archive-bench", "python3",
              "/opt/archive-bench/cluster_search.py", "ingest", "--part", str(part), "--parts", str(len(workers)),
-             "-n", str(args.messages), "--config", contract["config_file"]]))
+             "-n", str(args.messages), "--mix", args.mix, "--config", contract["config_file"]]))
     failed = [worker for worker, proc in zip(workers, procs) if proc.wait() != 0]
     for contract in workers.values():
         docker("exec", contract["container"], "systemctl", "start", "archive-store")
@@ -162,10 +167,13 @@ def main():
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("load")
     p.add_argument("-n", "--messages", type=int, default=1_000_000)
+    p.add_argument("--mix", choices=("short", "realistic"), default="short",
+                   help="bench/search.py's short messages (the search benchmark's) or its realistic mix")
     p = sub.add_parser("ingest")
     p.add_argument("--part", type=int, required=True)
     p.add_argument("--parts", type=int, required=True)
     p.add_argument("-n", "--messages", type=int, default=1_000_000)
+    p.add_argument("--mix", choices=("short", "realistic"), default="short")
     p.add_argument("--config", default="/etc/archive-store/store.conf")
     p = sub.add_parser("run")
     p.add_argument("--queries", type=int, default=300)

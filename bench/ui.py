@@ -1,6 +1,7 @@
 """The web interface's speed on the running lab (make lab), as a person uses it.
 
     python bench/ui.py [--url https://198.18.10.30] [--queries 60] [--views 100] [--export-query WORD]
+    python bench/ui.py --export-only --export-query realmix   # after cluster_search.py load --mix realistic -n 10000
 
 Logs in as the lab's first auditor, then times:
 - the search page over every worker (the server's own time, from its Server-Timing header,
@@ -70,11 +71,18 @@ def main():
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--views", type=int, default=100)
     parser.add_argument("--export-query", default="", help="a query with at least 10,000 matches (default: the commonest word)")
+    parser.add_argument("--export-only", action="store_true", help="time the export alone (no searches, pages or views)")
     args = parser.parse_args()
     session = Session(args.url.rstrip("/"))
     session.get("/login")
     session.post("/login", {"username": "auditor", "password": (SECRETS / "ui-auditor-password").read_text().strip()})
     words, _weights, senders = corpus()
+    if not args.export_only:
+        pages(session, args, words, senders)
+    export(session, args.container, args.export_query or words[0])
+
+
+def pages(session, args, words, senders):
     single, from_word = queries(words, senders, args.queries)
     ids = []
     for name, batch in (("one word", single), ("from: + word", from_word)):
@@ -104,10 +112,12 @@ def main():
         client.append(c_ms)
     print("message page, %d views: server p50 %.1f p95 %.1f max %.1f ms; client p95 %.1f ms"
           % (len(server), *percentiles(server), percentiles(client)[1]))
+
+
+def export(session, container, query):
     stop, peak = threading.Event(), [0]
-    sampler = threading.Thread(target=rss_sampler, args=(args.container, stop, peak), daemon=True)
+    sampler = threading.Thread(target=rss_sampler, args=(container, stop, peak), daemon=True)
     sampler.start()
-    query = args.export_query or words[0]
     started, size, messages, carried = time.perf_counter(), 0, 0, b"\n"  # the stream begins with a From line
     with session.post("/export", {"q": query, "format": "mbox"}) as response:
         while True:

@@ -98,6 +98,14 @@ class StoreEnv:
 
         return Store(self.config(), readonly=readonly)
 
+    def put_back_snapshot(self, snapshot: Path) -> None:
+        """Restore an index snapshot (``cli snapshot --out``) as the backup role does: the index's files go, the
+        snapshot takes their place.  The store must be closed."""
+        db = self.config().db_path
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        os.replace(snapshot, db)
+
     def cli(self, *args, check=True, **kw):
         proc = subprocess.run(
             [sys.executable, "-m", "archive_store", "-c", str(self.conf_path), *args],

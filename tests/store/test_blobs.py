@@ -240,10 +240,7 @@ def test_a_restore_from_an_index_snapshot_and_later_objects_keeps_every_blob_ref
     expected = {i: store.get_raw(i) for i in first + later}
     rows = store.index.blob_rows()
     store.close()
-    db = env.config().db_path
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    os.replace(env.base / "index.snapshot", db)
+    env.put_back_snapshot(env.base / "index.snapshot")
     assert env.cli("reindex", "--missing").returncode == 0
     store = env.store()
     assert {i: store.get_raw(i) for i in first + later} == expected

@@ -3,13 +3,11 @@ newest first and answer exactly as one index would, removals and ``reindex`` kee
 while a shard closes loses nothing."""
 
 import json
-import os
 import random
 import signal
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -179,10 +177,7 @@ def test_a_restore_from_a_snapshot_taken_before_a_shard_closed_finds_everything(
     load(store, 30, first=25)
     assert len(store.index.shards()) == 2
     store.close()
-    db = env.config().db_path
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    os.replace(env.base / "index.snapshot", db)
+    env.put_back_snapshot(env.base / "index.snapshot")
     assert env.cli("reindex", "--missing").returncode == 0
     store = env.store()
     assert len(list(env.config().shards_dir.iterdir())) == len(store.index.shards())

@@ -2,10 +2,8 @@
 
 import email
 import email.policy
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -351,10 +349,7 @@ def test_snapshot_restore_and_catch_up_with_the_objects(env):
     [purged] = retention.purge(store, dry_run=False)
     live = sorted(store.index.all_ids())
     store.close()
-    db = env.config().db_path
-    for suffix in ("-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    os.replace(snapshot, db)
+    env.put_back_snapshot(snapshot)
     assert len(env.store(readonly=True).index.all_ids()) == 10
     out = env.cli("reindex", "--missing")
     assert b"5 messages added, 1 rows removed" in out.stdout

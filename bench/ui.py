@@ -76,6 +76,7 @@ def main():
     session = Session(args.url.rstrip("/"))
     session.get("/login")
     session.post("/login", {"username": "auditor", "password": (SECRETS / "ui-auditor-password").read_text().strip()})
+    session.get("/")  # the session's CSRF token is a new one after the login
     words, _weights, senders = corpus()
     if not args.export_only:
         pages(session, args, words, senders)

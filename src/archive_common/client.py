@@ -89,6 +89,8 @@ class ArchiveApi(object):
         headers = dict(self._headers, **({"Content-Type": content_type} if data else {}))
         for attempt in (1, 2):  # a kept-alive connection the worker closed while idle is opened again, once
             try:
+                if attempt == 2:
+                    raise queue.Empty  # the retry's connection is a new one
                 connection, reused = self._idle.get_nowait(), True
             except queue.Empty:
                 connection, reused = self._new_connection(), False
@@ -100,6 +102,7 @@ class ArchiveApi(object):
             except (http.client.HTTPException, OSError) as exc:
                 connection.close()
                 if reused and attempt == 1 and not isinstance(exc, socket.timeout):
+                    self.close()  # a restarted worker closed every kept-alive connection, not only this one
                     continue
                 reason = getattr(exc, "reason", None) or exc
                 raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason)) from None

@@ -25,11 +25,17 @@ WRITERS = 8
 class ObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         # The ingest's pool: Store runs each new message's seal-and-write in it.
         self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="object-writer")
 
     def path_for(self, archive_id: str) -> Path:
-        return self.root / archive_id[24:26] / archive_id[8:12] / archive_id[12:15] / f"{archive_id}.m"
+        return Path(self._path(archive_id))
+
+    def _path(self, archive_id: str) -> str:
+        # A string, not a Path: an export reads thousands of objects a second, and pathlib's joins were a
+        # quarter of a read's time.
+        return os.path.join(self._root, archive_id[24:26], archive_id[8:12], archive_id[12:15], archive_id + ".m")
 
     def write(self, archive_id: str, blob: bytes) -> Path:
         """Write and fsync one object; return its directory (fsync it later)."""
@@ -50,7 +56,8 @@ class ObjectStore:
         return directory
 
     def read(self, archive_id: str) -> bytes:
-        return self.path_for(archive_id).read_bytes()
+        with open(self._path(archive_id), "rb", buffering=0) as f:
+            return f.readall()
 
     def read_many(self, archive_ids: Iterable[str]) -> Iterator[bytes]:
         """The objects' bytes in the order asked, read several at a time: an export's

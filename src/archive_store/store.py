@@ -51,6 +51,9 @@ from archive_store.textract import Extracted, Extractor
 log = logging.getLogger("archive_store")
 # Bodies of the attachment blobs read last, kept decrypted for the next message that refers to them.
 BLOB_CACHE_BYTES = 32 << 20
+# Messages a task of get_raw_many reads: enough to make a task worth its cost, few enough that the pool reads
+# a 500-message batch eight at a time.
+READ_CHUNK = 25
 
 
 @dataclass
@@ -410,8 +413,16 @@ class Store:
         """(id, raw bytes) of each, in order, the files read ahead several at a time."""
         for archive_id in archive_ids:
             _check_id(archive_id)
-        try:  # read, decrypt, reassemble and check in the pool: the blobs' reads wait on the disk too
-            yield from zip(archive_ids, self.objects.pool.map(lambda i: self._opened(i, self.objects.read(i))[1], archive_ids))
+
+        def opened(chunk):
+            return [self._opened(i, self.objects.read(i))[1] for i in chunk]
+
+        # Read, decrypt, reassemble and check in the pool, a few dozen a task: a cold read waits on the disk
+        # (so several run at once), a warm one is cheaper than a task of its own.
+        chunks = [archive_ids[at:at + READ_CHUNK] for at in range(0, len(archive_ids), READ_CHUNK)]
+        try:
+            for chunk, raws in zip(chunks, self.objects.pool.map(opened, chunks)):
+                yield from zip(chunk, raws)
         except FileNotFoundError as exc:
             raise StoreError(f"no stored object at {exc.filename}") from None
 

@@ -35,7 +35,9 @@ from archive_web.search import participants_of, store_query
 bp = Blueprint("export", __name__)
 FORMATS = {"zip": "application/zip", "mbox": "application/mbox", "manifest": "text/csv; charset=utf-8"}
 BATCH_MESSAGES = 2500  # about 500 a worker on a five-worker site: per request, the mail outweighs the round trip
-BATCH_BYTES = 24 * 1024 * 1024
+# Mail of one batch. Two batches are in memory at once (one written, the next fetched), each twice while its
+# answer is split into messages: at 24 MiB, an export of the realistic mix (median 20 kB) reached 200 MB of RSS.
+BATCH_BYTES = 8 * 1024 * 1024
 _FROM_LINE = re.compile(rb"^(>*From )", re.M)
 
 

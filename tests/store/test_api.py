@@ -269,6 +269,21 @@ def test_the_shared_client_keeps_one_tls_connection_and_survives_the_server_clos
         ArchiveApi("worker0", base, env.read_token, 5, cafile=str(env.ca.cert_file)).hold("a@example.org", "case")
 
 
+def test_the_shared_client_survives_a_restarted_server_that_closed_every_kept_alive_connection(served):
+    """A fan-out leaves one kept-alive connection per thread; a worker's restart closes them all. The next
+    request must not fail on the second stale one (the web interface's first export after a restart did)."""
+    env, base = served
+    client = ArchiveApi("worker0", base, env.token, 5, cafile=str(env.ca.cert_file))
+    connections = [client._new_connection() for _n in range(3)]
+    for connection in connections:
+        connection.connect()
+        client._idle.put(connection)
+    for connection in connections:
+        connection.sock.shutdown(socket.SHUT_RDWR)
+    assert client.stats()["server_id"] == 0
+    assert all(c not in connections for c in client._idle.queue), "a stale connection was kept"
+
+
 def test_a_raw_batch_returns_each_messages_exact_bytes_and_names_the_missing(served):
     from archive_common.client import ArchiveApi, ArchiveApiError
 

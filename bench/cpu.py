@@ -1,0 +1,267 @@
+"""CPU per archived message, per component, from cgroup accounting, on the running lab (make lab).
+
+    python bench/cpu.py                                   # both loads, each path: about 10 minutes
+    python bench/cpu.py --load smtp-source --path primary -m 3000
+
+Each run sends one load along one path and reads, before and after, the CPU time
+the kernel charged to each part of the lab:
+
+- every container's cgroup (cpuacct.usage on the host: everything in it);
+- inside it, each systemd unit's cgroup (cpu.stat of the container's own
+  cgroup2 hierarchy): postfix's ``postfix@-.service``, the store's
+  ``archive-store.service`` and the DNS server's ``named.service``.
+
+A container's time outside those units (journald, rsyslog writing mail.log,
+the exporters, sshd) is its "other". Before each run the lab is watched idle
+for ``--idle`` seconds, and each part's idle rate times the run's duration is
+taken off, so Prometheus's scrapes and timers do not count as the load's.
+
+Paths:
+- ``worker0``: sent from archive-gw2 straight to worker0 (workers take SMTP only
+  from the gateways), as bench/cluster.py's "worker0 alone".
+- ``primary``: sent from the ns container to the gateway's journal address,
+  with the gateway's copy to the DR site taken out of its virtual map for the
+  run (put back after it): the gateway, its postfix and the five workers.
+- ``dr``: the same with the copy to the DR site, as the lab runs: the DR
+  site's containers are added, and the run ends when both sites hold the load.
+
+The sender's container (archive-gw2, or ns) counts only its units: its "other"
+is the load generator. ns's named answers the gateway's MX lookups.
+
+Loads:
+- ``smtp-source``: ``smtp-source -s 20 -m N -l 100000`` (bodies compress 200:1);
+- ``realistic``: bench/search.py's realistic mix (text and HTML, median 20 kB,
+  an incompressible attachment, a tail to 10 MB), each message its own, sent by
+  20 SMTP sessions from the same container with Python's smtplib.
+
+Prints, per run, the CPU-milliseconds per archived message of each component
+and end to end (every component but the sender), and the run's archive rate.
+"""
+
+import argparse
+import concurrent.futures
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import lab
+from archive_common.client import ArchiveApi, ArchiveApiError
+from cluster import DIRECT_SOURCE, GATEWAY_IP, PREFIX, SOURCE, sh
+
+HERE = Path(__file__).resolve().parent
+# The units measured on their own: their cgroups under the container's system.slice, and the row's name.
+UNITS = {"system-postfix.slice/postfix@-.service": "postfix", "archive-store.service": "store", "named.service": "dns"}
+GATEWAY_VIRTUAL = "/etc/postfix/virtual"
+
+SENDER = r'''
+import concurrent.futures, os, smtplib, sys
+folder, host, port, rcpt, sessions = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+names = sorted(os.listdir(folder))
+def send(name):
+    with open(os.path.join(folder, name), "rb") as f, smtplib.SMTP(host, port, timeout=300) as smtp:
+        smtp.sendmail("bench@customer.example", [rcpt], f.read())
+with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
+    list(pool.map(send, names))
+'''
+
+
+def lab_containers():
+    names = subprocess.run(["docker", "ps", "--format", "{{.Names}} {{.ID}}"], capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    return {name[len(PREFIX):]: cid for name, cid in (line.split() for line in names if line.startswith(PREFIX))}
+
+
+def container_usage(cid):
+    """Seconds of CPU the container's cgroup was charged (cgroup v1 cpuacct, or cgroup v2 cpu.stat)."""
+    full = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", cid], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for path in (f"/sys/fs/cgroup/cpuacct/docker/{full}/cpuacct.usage",
+                 f"/sys/fs/cgroup/system.slice/docker-{full}.scope/cpu.stat"):
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            continue
+        return int(text) / 1e9 if path.endswith("usage") else int(text.split()[1]) / 1e6
+    raise SystemExit(f"no CPU accounting found for container {cid}")
+
+
+def unit_usage(name):
+    """{unit: seconds} of the units of UNITS that run in the container (its own cgroup2 hierarchy)."""
+    script = ("for u in " + " ".join(UNITS) + "; do for root in /sys/fs/cgroup/unified /sys/fs/cgroup; do "
+              "f=$root/system.slice/$u/cpu.stat; [ -r $f ] && { echo \"$u $(sed -n 's/^usage_usec //p' $f)\"; break; }; "
+              "done; done")
+    out = sh(name, script, check=False).stdout.split("\n")
+    return {unit: int(value) / 1e6 for unit, value in (line.split() for line in out if line.strip())}
+
+
+def sample(containers):
+    """{(container, part): seconds} for every lab container: its units and its "other" (the rest)."""
+    def one(item):
+        name, cid = item
+        units = unit_usage(name)
+        total = container_usage(cid)
+        parts = {(name, UNITS[u]): s for u, s in units.items()}
+        parts[(name, "other")] = total - sum(units.values())
+        return parts
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        result = {}
+        for parts in pool.map(one, containers.items()):
+            result.update(parts)
+    return result, time.monotonic()
+
+
+def delta(before, after):
+    (a, t0), (b, t1) = before, after
+    return {key: b[key] - a.get(key, 0.0) for key in b}, t1 - t0
+
+
+def component(container, part):
+    """The row a container's part is reported under."""
+    if container.startswith("dr-"):
+        return "DR site (all of it)"
+    if container.startswith("archive-gw"):
+        return f"gateway {part}"
+    if container.startswith("worker"):
+        return f"worker {part}"
+    if part == "dns":
+        return "DNS (named)"
+    return f"{container} (rest of the lab)"
+
+
+def realistic_folder(count, first):
+    """A folder of ``count`` realistic-mix messages numbered from ``first`` (each run's its own: the store
+    would otherwise see the same bytes again)."""
+    from search import corpus, realistic
+
+    words, cum_weights, senders = corpus()
+    folder = Path(tempfile.mkdtemp(prefix="archive-cpu-mix-"))
+    total = 0
+    for number in range(first, first + count):
+        raw = realistic(words, cum_weights, senders, number)
+        (folder / f"{number}.eml").write_bytes(raw)
+        total += len(raw)
+    return folder, total
+
+
+def send(args, source, target, recipient):
+    """Send the load from ``source`` (a container) to ``target`` (host:port); return the bytes sent."""
+    if args.load == "smtp-source":
+        sh(source, f"smtp-source -s {args.sessions} -m {args.messages} -l {args.length} "
+                   f"-f bench@customer.example -t {recipient} {target}")
+        return args.messages * args.length
+    folder, total = realistic_folder(args.messages, 20_000_000 + random.SystemRandom().randrange(10 ** 9) * 10_000)
+    try:
+        subprocess.run(["docker", "cp", str(folder), f"{PREFIX}{source}:/tmp/cpu-mix"], check=True)
+        host, port = target.rsplit(":", 1)
+        subprocess.run(["docker", "exec", "-i", PREFIX + source, "python3", "-", "/tmp/cpu-mix", host, port, recipient,
+                        str(args.sessions)], input=SENDER, text=True, check=True)
+    finally:
+        shutil.rmtree(folder)
+        sh(source, "rm -rf /tmp/cpu-mix", check=False)
+    return total
+
+
+def stored(workers):
+    """Messages the workers (name -> contract) hold together, from each store's API."""
+    total = 0
+    for name, contract in workers.items():
+        api = ArchiveApi(name, contract["api_url"], contract["token"], 10, cafile=contract["ca_file"])
+        for _attempt in range(120):
+            try:
+                total += api.stats()["messages"]
+                break
+            except ArchiveApiError:
+                time.sleep(0.25)
+        else:
+            raise SystemExit(f"{name}'s store API did not answer for 30 s")
+    return total
+
+
+def until(workers, before, want, timeout=3600):
+    """Wait until the workers hold ``want`` more messages than ``before``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if stored(workers) - before >= want:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the load was not archived within {timeout} s")
+
+
+def set_dr_copy(on):
+    """Take the DR site's address out of the gateway's virtual map (on=False), or put the role's map back."""
+    if on:
+        sh("archive-gw", f"[ -f {GATEWAY_VIRTUAL}.cpu-bench ] && mv {GATEWAY_VIRTUAL}.cpu-bench {GATEWAY_VIRTUAL}; "
+                         f"postmap {GATEWAY_VIRTUAL} && postfix reload")
+    else:
+        sh("archive-gw", f"cp -p {GATEWAY_VIRTUAL} {GATEWAY_VIRTUAL}.cpu-bench && "
+                         f"sed -i -E 's/^([^#][^ ]* [^,]+),.*/\\1/' {GATEWAY_VIRTUAL} && postmap {GATEWAY_VIRTUAL} && "
+                         "postfix reload")
+
+
+def run(args, path, primary, dr):
+    containers = lab_containers()
+    if path != "dr":
+        containers = {n: c for n, c in containers.items() if not n.startswith("dr-")}
+    sender = {"worker0": DIRECT_SOURCE, "primary": SOURCE, "dr": SOURCE}[path][len(PREFIX):]
+    workers = {"worker0": primary["worker0"]} if path == "worker0" else {**primary, **(dr if path == "dr" else {})}
+    want = args.messages * (2 if path == "dr" else 1)
+
+    idle0 = sample(containers)
+    time.sleep(args.idle)
+    idle, idle_s = delta(idle0, sample(containers))
+
+    count = stored(workers)
+    before = sample(containers)
+    if path == "worker0":
+        sent = send(args, sender, f"{primary['worker0']['address']}:25", "archive@archive.example.com")
+    else:
+        sent = send(args, sender, f"{GATEWAY_IP}:25", "archive@archive-gw.example.com")
+    until(workers, count, want)
+    used, seconds = delta(before, sample(containers))
+
+    rows = {}
+    for (container, part), cpu in used.items():
+        if container == sender and part == "other":
+            continue  # the load generator (smtp-source or smtplib) runs in the container's "other"
+        rows.setdefault(component(container, part), 0.0)
+        rows[component(container, part)] += max(cpu - idle.get((container, part), 0.0) * seconds / idle_s, 0.0)
+    per_message = {name: cpu * 1000 / args.messages for name, cpu in rows.items()}
+    print(f"\n{args.load} load, path {path}: {args.messages} messages ({sent / args.messages / 1000:.1f} kB mean) "
+          f"archived{' by both sites' if path == 'dr' else ''} in {seconds:.1f} s = {args.messages / seconds:.1f} msg/s; "
+          f"idle rates over {idle_s:.0f} s taken off")
+    for name, ms in sorted(per_message.items(), key=lambda item: -item[1]):
+        if ms >= 0.05:
+            print(f"  {name:34s} {ms:8.2f} CPU-ms/msg")
+    print(f"  {'end to end':34s} {sum(per_message.values()):8.2f} CPU-ms/msg")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--load", choices=["smtp-source", "realistic"], action="append")
+    parser.add_argument("--path", choices=["worker0", "primary", "dr"], action="append")
+    parser.add_argument("-m", "--messages", type=int, default=3000)
+    parser.add_argument("-l", "--length", type=int, default=100000, help="smtp-source's message length")
+    parser.add_argument("-s", "--sessions", type=int, default=20)
+    parser.add_argument("--idle", type=float, default=20, help="seconds the idle lab is watched before each run")
+    args = parser.parse_args()
+    primary = lab.workers()
+    dr = lab.workers("inventories/lab-dr")
+    for load in args.load or ["smtp-source", "realistic"]:
+        for path in args.path or ["worker0", "primary", "dr"]:
+            args.load = load
+            if path == "primary":
+                set_dr_copy(False)
+            try:
+                run(args, path, primary, dr)
+            finally:
+                if path == "primary":
+                    set_dr_copy(True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

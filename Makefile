@@ -110,6 +110,7 @@ lab: venv images
 bench: export PYTHONPATH := $(CURDIR)/src
 bench: venv deps-store
 	python bench/cluster.py
+	python bench/cpu.py
 	$(PY_DEBIAN) bench/search.py -n 1000000 --queries 30
 	$(PY_DEBIAN) bench/search.py -n 1000000 --shard-messages 200000 --dir /var/tmp/archive-search-bench-shards --queries 30
 	$(PY_DEBIAN) bench/api_tls.py --queries 300

@@ -42,7 +42,9 @@ import argparse
 import concurrent.futures
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 # The units measured on their own: their cgroups under the container's system.slice, and the row's name.
 UNITS = {"system-postfix.slice/postfix@-.service": "postfix", "archive-store.service": "store", "named.service": "dns"}
 GATEWAY_VIRTUAL = "/etc/postfix/virtual"
+MIX_DIR = "/var/lib/archive-cpu-mix"  # the realistic mix's messages in the sender's container
 
 SENDER = r'''
 import concurrent.futures, os, smtplib, sys
@@ -147,45 +150,45 @@ def realistic_folder(count, first):
     return folder, total
 
 
-def send(args, source, target, recipient):
-    """Send the load from ``source`` (a container) to ``target`` (host:port); return the bytes sent."""
+def prepare(args, source, target, recipient):
+    """Make the load ready in ``source`` (a container) for ``target`` (host:port); return (the command that
+    sends it, its bytes). The realistic mix is generated and copied in before the run, not during it."""
     if args.load == "smtp-source":
-        sh(source, f"smtp-source -s {args.sessions} -m {args.messages} -l {args.length} "
-                   f"-f bench@customer.example -t {recipient} {target}")
-        return args.messages * args.length
+        return (["docker", "exec", PREFIX + source, "smtp-source", "-s", str(args.sessions), "-m", str(args.messages),
+                 "-l", str(args.length), "-f", "bench@customer.example", "-t", recipient, target],
+                args.messages * args.length)
     folder, total = realistic_folder(args.messages, 20_000_000 + random.SystemRandom().randrange(10 ** 9) * 10_000)
     try:
-        subprocess.run(["docker", "cp", str(folder), f"{PREFIX}{source}:/tmp/cpu-mix"], check=True)
-        host, port = target.rsplit(":", 1)
-        subprocess.run(["docker", "exec", "-i", PREFIX + source, "python3", "-", "/tmp/cpu-mix", host, port, recipient,
-                        str(args.sessions)], input=SENDER, text=True, check=True)
+        sh(source, f"rm -rf {MIX_DIR}", check=False)
+        subprocess.run(["docker", "cp", str(folder), f"{PREFIX}{source}:{MIX_DIR}"], check=True)  # not /tmp: a tmpfs
     finally:
         shutil.rmtree(folder)
-        sh(source, "rm -rf /tmp/cpu-mix", check=False)
-    return total
+    host, port = target.rsplit(":", 1)
+    return (["docker", "exec", "-i", PREFIX + source, "python3", "-", MIX_DIR, host, port, recipient, str(args.sessions)],
+            total)
 
 
 def stored(workers):
-    """Messages the workers (name -> contract) hold together, from each store's API."""
-    total = 0
+    """{worker: messages it holds} for the workers (name -> contract), from each store's API."""
+    counts = {}
     for name, contract in workers.items():
         api = ArchiveApi(name, contract["api_url"], contract["token"], 10, cafile=contract["ca_file"])
         for _attempt in range(120):
             try:
-                total += api.stats()["messages"]
+                counts[name] = api.stats()["messages"]
                 break
             except ArchiveApiError:
                 time.sleep(0.25)
         else:
             raise SystemExit(f"{name}'s store API did not answer for 30 s")
-    return total
+    return counts
 
 
 def until(workers, before, want, timeout=3600):
     """Wait until the workers hold ``want`` more messages than ``before``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if stored(workers) - before >= want:
+        if sum(stored(workers).values()) - sum(before.values()) >= want:
             return
         time.sleep(0.5)
     raise SystemExit(f"the load was not archived within {timeout} s")
@@ -197,9 +200,30 @@ def set_dr_copy(on):
         sh("archive-gw", f"[ -f {GATEWAY_VIRTUAL}.cpu-bench ] && mv {GATEWAY_VIRTUAL}.cpu-bench {GATEWAY_VIRTUAL}; "
                          f"postmap {GATEWAY_VIRTUAL} && postfix reload")
     else:
-        sh("archive-gw", f"cp -p {GATEWAY_VIRTUAL} {GATEWAY_VIRTUAL}.cpu-bench && "
+        # A backup left by a run that was killed is the role's map: keep it.
+        sh("archive-gw", f"{{ [ -f {GATEWAY_VIRTUAL}.cpu-bench ] || cp -p {GATEWAY_VIRTUAL} {GATEWAY_VIRTUAL}.cpu-bench; }} && "
                          f"sed -i -E 's/^([^#][^ ]* [^,]+),.*/\\1/' {GATEWAY_VIRTUAL} && postmap {GATEWAY_VIRTUAL} && "
                          "postfix reload")
+
+
+def gateway_settings(settings):
+    """Set main.cf parameters on archive-gw (``name=value`` each) and reload; return the lines that put back
+    what was there (postconf -X for a parameter that was not set)."""
+    undo = []
+    for setting in settings:
+        name = setting.split("=", 1)[0].strip()
+        was = sh("archive-gw", f"postconf -n {name}", check=False).stdout.strip()
+        undo.append(was if was else f"-X {name}")
+        sh("archive-gw", f"postconf -e '{setting}'")
+    sh("archive-gw", "postfix reload")
+    return undo
+
+
+def restore_gateway(undo):
+    for line in undo:
+        sh("archive-gw", f"postconf -X {line[3:]}" if line.startswith("-X ") else f"postconf -e '{line}'")
+    if undo:
+        sh("archive-gw", "postfix reload")
 
 
 def run(args, path, primary, dr):
@@ -214,13 +238,17 @@ def run(args, path, primary, dr):
     time.sleep(args.idle)
     idle, idle_s = delta(idle0, sample(containers))
 
+    if path == "worker0":
+        command, sent = prepare(args, sender, f"{primary['worker0']['address']}:25", "archive@archive.example.com")
+    else:
+        command, sent = prepare(args, sender, f"{GATEWAY_IP}:25", "archive@archive-gw.example.com")
     count = stored(workers)
     before = sample(containers)
-    if path == "worker0":
-        sent = send(args, sender, f"{primary['worker0']['address']}:25", "archive@archive.example.com")
-    else:
-        sent = send(args, sender, f"{GATEWAY_IP}:25", "archive@archive-gw.example.com")
+    subprocess.run(command, input=SENDER if args.load == "realistic" else None, text=True, capture_output=True, check=True)
     until(workers, count, want)
+    if args.load == "realistic":
+        sh(sender, f"rm -rf {MIX_DIR}", check=False)
+    spread = {name: held - count[name] for name, held in stored(workers).items() if not name.startswith("dr-")}
     used, seconds = delta(before, sample(containers))
 
     rows = {}
@@ -230,13 +258,17 @@ def run(args, path, primary, dr):
         rows.setdefault(component(container, part), 0.0)
         rows[component(container, part)] += max(cpu - idle.get((container, part), 0.0) * seconds / idle_s, 0.0)
     per_message = {name: cpu * 1000 / args.messages for name, cpu in rows.items()}
-    print(f"\n{args.load} load, path {path}: {args.messages} messages ({sent / args.messages / 1000:.1f} kB mean) "
+    print(f"\n{args.load} load, path {path}{''.join(' ' + setting for setting in args.gateway_set)}: {args.messages} messages ({sent / args.messages / 1000:.1f} kB mean) "
           f"archived{' by both sites' if path == 'dr' else ''} in {seconds:.1f} s = {args.messages / seconds:.1f} msg/s; "
           f"idle rates over {idle_s:.0f} s taken off")
     for name, ms in sorted(per_message.items(), key=lambda item: -item[1]):
         if ms >= 0.05:
             print(f"  {name:34s} {ms:8.2f} CPU-ms/msg")
     print(f"  {'end to end':34s} {sum(per_message.values()):8.2f} CPU-ms/msg")
+    if len(spread) > 1:
+        mean = sum(spread.values()) / len(spread)
+        print(f"  spread: {' '.join(f'{name}={got}' for name, got in spread.items())} "
+              f"(each within {max(abs(got - mean) for got in spread.values()) / mean:.1%} of the mean)")
 
 
 def main():
@@ -247,9 +279,22 @@ def main():
     parser.add_argument("-l", "--length", type=int, default=100000, help="smtp-source's message length")
     parser.add_argument("-s", "--sessions", type=int, default=20)
     parser.add_argument("--idle", type=float, default=20, help="seconds the idle lab is watched before each run")
+    parser.add_argument("--gateway-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a main.cf setting on archive-gw for these runs (put back after them), e.g. "
+                             "smtp_connection_cache_on_demand=yes")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit("cpu.py: terminated; the gateway's settings put back"))
     primary = lab.workers()
     dr = lab.workers("inventories/lab-dr")
+    undo = gateway_settings(args.gateway_set)
+    try:
+        runs(args, primary, dr)
+    finally:
+        restore_gateway(undo)
+    return 0
+
+
+def runs(args, primary, dr):
     for load in args.load or ["smtp-source", "realistic"]:
         for path in args.path or ["worker0", "primary", "dr"]:
             args.load = load
@@ -260,7 +305,6 @@ def main():
             finally:
                 if path == "primary":
                     set_dr_copy(True)
-    return 0
 
 
 if __name__ == "__main__":

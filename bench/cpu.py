@@ -258,7 +258,8 @@ def run(args, path, primary, dr):
         rows.setdefault(component(container, part), 0.0)
         rows[component(container, part)] += max(cpu - idle.get((container, part), 0.0) * seconds / idle_s, 0.0)
     per_message = {name: cpu * 1000 / args.messages for name, cpu in rows.items()}
-    print(f"\n{args.load} load, path {path}{''.join(' ' + setting for setting in args.gateway_set)}: {args.messages} messages ({sent / args.messages / 1000:.1f} kB mean) "
+    settings = "".join(" " + setting for setting in args.gateway_set)
+    print(f"\n{args.load} load, path {path}{settings}: {args.messages} messages ({sent / args.messages / 1000:.1f} kB mean) "
           f"archived{' by both sites' if path == 'dr' else ''} in {seconds:.1f} s = {args.messages / seconds:.1f} msg/s; "
           f"idle rates over {idle_s:.0f} s taken off")
     for name, ms in sorted(per_message.items(), key=lambda item: -item[1]):

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PY_DEBIAN := /usr/bin/python3
 VENV := $(CURDIR)/.venv
-STORE_DEBS := python3-zstandard python3-cryptography python3-prometheus-client python3-pytest python3-hypothesis shellcheck
+STORE_DEBS := python3-zstandard python3-cryptography python3-prometheus-client python3-aiosmtpd python3-pytest python3-hypothesis shellcheck
 # Attachment text (what the worker role installs), and the libraries the tests write real documents with.
 EXTRACT_DEBS := python3-pebble python3-defusedxml poppler-utils unrtf catdoc
 DOCUMENT_DEBS := python3-reportlab python3-docx python3-openpyxl python3-odf

@@ -50,6 +50,7 @@ class StoreEnv:
         self.port = 0
         self.health_port = 0
         self.policy_port = 0
+        self.receiver = {}
         self.server_id = server_id
         self.services = []
         for sub in ("tmp", "new", "cur"):
@@ -88,6 +89,8 @@ class StoreEnv:
         lines += ["[api]"] + [f"{k} = {v}" for k, v in api.items()]
         if self.policy_port:
             lines += ["[policy]", f"listen = 127.0.0.1:{self.policy_port}"]
+        if self.receiver:
+            lines += ["[receiver]"] + [f"{k} = {v}" for k, v in self.receiver.items()]
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def config(self):
@@ -115,11 +118,19 @@ class StoreEnv:
             raise AssertionError(f"archive_store {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
         return proc
 
-    def serve(self, policy: bool = False, **conf) -> Service:
-        """Start ``serve`` on free ports and return once its API (and policy service) answers."""
+    def serve(self, policy: bool = False, receiver: dict = None, **conf) -> Service:
+        """Start ``serve`` on free ports and return once its API (and policy service) answers.
+
+        ``receiver``: the [receiver] section (receiver.py); "lmtp_listen" or "smtp_listen" set to "" get a free
+        loopback port, which ``lmtp_port`` and ``smtp_port`` name.
+        """
         self.port = free_tcp_port()
         self.health_port = free_tcp_port()
         self.policy_port = free_tcp_port() if policy else 0
+        self.receiver = dict(receiver or {})
+        for kind in ("lmtp", "smtp"):
+            if self.receiver.get(f"{kind}_listen") == "":
+                self.receiver[f"{kind}_listen"] = f"127.0.0.1:{free_tcp_port()}"
         self.write_conf(**conf)
         service = Service([sys.executable, "-m", "archive_store", "-c", str(self.conf_path), "serve"],
                           self.base / "serve.log", env=store_environment())
@@ -127,8 +138,12 @@ class StoreEnv:
 
         def up():
             return answers_http(f"http://127.0.0.1:{self.health_port}/health") and accepts_tcp("127.0.0.1", self.port) and (
-                not policy or accepts_tcp("127.0.0.1", self.policy_port))
+                not policy or accepts_tcp("127.0.0.1", self.policy_port)) and all(
+                accepts_tcp("127.0.0.1", self.receiver_port(kind)) for kind in ("lmtp", "smtp") if f"{kind}_listen" in self.receiver)
         return service.ready(up, "the store's API" + (" and policy service" if policy else ""))
+
+    def receiver_port(self, kind: str) -> int:
+        return int(self.receiver[f"{kind}_listen"].rsplit(":", 1)[1])
 
     @property
     def url(self) -> str:

@@ -65,6 +65,13 @@ def cmd_serve(args) -> int:
         policy = PolicyServer(conf.policy_address(), conf, lambda: ingestor.license_error)
         threading.Thread(target=policy.serve_forever, name="policy", daemon=True).start()
 
+    receiver = None
+    if conf.lmtp_listen or conf.smtp_listen:
+        from archive_store.receiver import Receiver
+
+        tls = tls_context(conf.api_cert_file, conf.api_key_file) if conf.smtp_listen else None
+        receiver = Receiver(conf, ingestor, tls).start()
+
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGHUP, reload)
@@ -73,6 +80,8 @@ def cmd_serve(args) -> int:
     log.info("archive-store %s serving: server_id=%d spool=%s api=%s", __version__, conf.server_id, conf.spool_dir, conf.api_listen)
     server.serve_forever()
     stop.set()
+    if receiver:
+        receiver.close()
     if policy:
         policy.shutdown()
     if health:

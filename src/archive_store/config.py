@@ -36,6 +36,12 @@
 
     [policy]
     listen = 127.0.0.1:10040
+
+    [receiver]                              (the store receives mail itself, see receiver.py; empty: not)
+    lmtp_listen = 127.0.0.1:10024           (LMTP from this worker's postfix, loopback)
+    smtp_listen = 0.0.0.0:25                (SMTP from the gateways, STARTTLS with the API's certificate)
+    smtp_clients = 198.18.20.10 198.18.20.11    (the gateways: no other client may send)
+    archive_address = archive@archive.example.com   (the only recipient, with its +extensions)
 """
 
 import configparser
@@ -78,6 +84,10 @@ class Config:
     api_access_log: Path = Path("/var/log/archive-store/access.log")
     health_listen: str = "127.0.0.1:8026"
     policy_listen: str = ""
+    lmtp_listen: str = ""
+    smtp_listen: str = ""
+    smtp_clients: list = field(default_factory=list)
+    archive_address: str = "archive@archive.example.com"
 
     @property
     def db_path(self) -> Path:
@@ -122,6 +132,10 @@ class Config:
 
     def policy_address(self) -> tuple:
         return _address(self.policy_listen, "policy")
+
+    @staticmethod
+    def listen_address(listen: str, section: str, key: str) -> tuple:
+        return _address(listen, section, key)
 
 
 def _address(listen: str, section: str, key: str = "listen") -> tuple:
@@ -175,6 +189,7 @@ def load(path=None) -> Config:
     store = parser["store"]
     api = parser["api"] if parser.has_section("api") else parser["DEFAULT"]
     policy = parser["policy"] if parser.has_section("policy") else parser["DEFAULT"]
+    receiver = parser["receiver"] if parser.has_section("receiver") else parser["DEFAULT"]
     extract = parser["extract"] if parser.has_section("extract") else parser["DEFAULT"]
     hostname = store.get("hostname", "").strip().lower()
     if not hostname:
@@ -203,6 +218,10 @@ def load(path=None) -> Config:
         extract_text_chars=_int(extract, "text_chars", 1048576, low=0, high=1 << 30, path=path),
         api_listen=api.get("listen", "127.0.0.1:8025"),
         policy_listen=policy.get("listen", ""),
+        lmtp_listen=receiver.get("lmtp_listen", ""),
+        smtp_listen=receiver.get("smtp_listen", ""),
+        smtp_clients=receiver.get("smtp_clients", "").replace(",", " ").split(),
+        archive_address=receiver.get("archive_address", f"archive@{hostname}").strip().lower(),
         api_cert_file=Path(api.get("cert_file", "/etc/archive-store/api.crt")),
         api_key_file=Path(api.get("key_file", "/etc/archive-store/api.key")),
         api_clients_file=Path(api.get("clients_file", "/etc/archive-store/api.clients")),

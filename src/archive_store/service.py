@@ -126,6 +126,18 @@ class Ingestor:
             metrics.INGEST_ERRORS.labels("deferred").inc()
             raise Refused(f"cannot store the batch now: {_reason(exc)}") from None
 
+    def store_received(self, arrivals) -> list:
+        """Store messages received over LMTP or SMTP (receiver.py) durably; Refused, with the reason, on a store fault."""
+        try:
+            outcomes = self._ingest(arrivals)
+        except (OSError, sqlite3.Error) as exc:
+            self.last_error = f"ingest deferred: {_reason(exc)}; senders keep their mail"
+            log.error(self.last_error)
+            metrics.INGEST_ERRORS.labels("deferred").inc()
+            raise Refused(f"cannot store now: {_reason(exc)}") from None
+        self.last_error = ""
+        return outcomes
+
     def _read_batch(self) -> list:
         """Read the next batch of spool files into arrivals.
 

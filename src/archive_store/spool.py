@@ -84,8 +84,12 @@ def _leading_header(data: bytes, start: int):
     return name.strip().lower(), text, end
 
 
-def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str]) -> Arrival:
-    """Strip this cluster's transit headers and restore CRLF line ends."""
+def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str], envelope_headers: bool = True) -> Arrival:
+    """Strip this cluster's transit headers and restore CRLF line ends.
+
+    ``envelope_headers``: virtual(8)'s Return-Path and Delivered-To lead the message and carry its envelope;
+    a message received over LMTP or SMTP (receiver.py) has neither, and its own headers are kept.
+    """
     hosts = {h.lower().encode("ascii") for h in transit_hosts}
     arrival = Arrival(raw=b"", spool_name=spool_name)
     position = 0
@@ -96,7 +100,7 @@ def from_postfix(data: bytes, spool_name: str, transit_hosts: Iterable[str]) -> 
             break
         name, text, end = header
         value = text.split(b":", 1)[1].strip().decode("utf-8", "replace")
-        if name in _ENVELOPE_HEADERS and name not in seen_envelope and not arrival.transit:
+        if envelope_headers and name in _ENVELOPE_HEADERS and name not in seen_envelope and not arrival.transit:
             seen_envelope.add(name)
             if name == b"return-path":
                 arrival.env_from = value.strip("<>")

@@ -69,8 +69,7 @@ def cmd_serve(args) -> int:
     if conf.lmtp_listen or conf.smtp_listen:
         from archive_store.receiver import Receiver
 
-        tls = tls_context(conf.api_cert_file, conf.api_key_file) if conf.smtp_listen else None
-        receiver = Receiver(conf, ingestor, tls).start()
+        receiver = Receiver(conf, ingestor, server.context if conf.smtp_listen else None).start()  # the API's certificate
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)

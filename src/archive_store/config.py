@@ -133,9 +133,11 @@ class Config:
     def policy_address(self) -> tuple:
         return _address(self.policy_listen, "policy")
 
-    @staticmethod
-    def listen_address(listen: str, section: str, key: str) -> tuple:
-        return _address(listen, section, key)
+    def lmtp_address(self) -> tuple:
+        return _address(self.lmtp_listen, "receiver", "lmtp_listen")
+
+    def smtp_address(self) -> tuple:
+        return _address(self.smtp_listen, "receiver", "smtp_listen")
 
 
 def _address(listen: str, section: str, key: str = "listen") -> tuple:

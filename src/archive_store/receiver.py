@@ -39,7 +39,6 @@ from aiosmtpd.smtp import SMTP
 from archive_store import metrics
 from archive_store.config import Config
 from archive_store.errors import Refused
-from archive_store.policy import decide
 from archive_store.spool import Arrival, from_postfix, spool_time
 
 log = logging.getLogger("archive_store.receiver")
@@ -134,8 +133,7 @@ class Handler:
             log.warning("refused mail from %s: not a gateway", session.peer[0])
             return "550 5.7.1 only the archive's gateways may send here"
         size = next((option[5:] for option in mail_options if option.startswith("SIZE=")), "0")
-        action = decide(self.config, lambda: self.ingestor.license_error or ("" if self.ingestor.license else "no valid license"),
-                        {"request": "smtpd_access_policy", "size": size})
+        action = self.ingestor.policy_answer(size)
         metrics.POLICY_ANSWERS.labels(metrics.policy_code(action)).inc()
         if action != "DUNNO":
             log.warning("%s: refused mail from %s: %s", self.kind, session.peer[0], action)
@@ -236,12 +234,13 @@ class Receiver:
         self.loop = asyncio.new_event_loop()
         self.stop_event = threading.Event()
         self.servers = []
-        listeners = [("lmtp", config.lmtp_listen, None), ("smtp", config.smtp_listen, config.smtp_clients)]
-        for kind, listen, clients in listeners:
+        listeners = [("lmtp", config.lmtp_listen, config.lmtp_address, None),
+                     ("smtp", config.smtp_listen, config.smtp_address, config.smtp_clients)]
+        for kind, listen, address, clients in listeners:
             if not listen:
                 continue
-            host, port = config.listen_address(listen, "receiver", f"{kind}_listen")
-            handler = Handler(config, ingestor, self.committer, kind, clients if kind == "smtp" else None)
+            host, port = address()
+            handler = Handler(config, ingestor, self.committer, kind, clients)
             factory = _session(kind, handler, config, tls)
             self.servers.append(self.loop.run_until_complete(self.loop.create_server(factory, host, port)))
             log.info("receiving %s on %s", kind.upper(), listen)

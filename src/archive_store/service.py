@@ -116,8 +116,7 @@ class Ingestor:
         refused too (maintenance, license, disk space: policy.decide), or when
         the store cannot write; a refused batch leaves nothing behind.
         """
-        refusal = decide(self.config, lambda: self.license_error or ("" if self.license else "no valid license"),
-                         {"request": "smtpd_access_policy", "size": str(sum(len(a.raw) for a in arrivals))})
+        refusal = self.policy_answer(sum(len(a.raw) for a in arrivals))
         if refusal != "DUNNO":
             raise Refused(refusal.split(" ", 2)[2])
         try:
@@ -125,6 +124,11 @@ class Ingestor:
         except (OSError, sqlite3.Error) as exc:
             metrics.INGEST_ERRORS.labels("deferred").inc()
             raise Refused(f"cannot store the batch now: {_reason(exc)}") from None
+
+    def policy_answer(self, size) -> str:
+        """What the policy service would answer journaled mail of ``size`` bytes now (policy.decide): DUNNO or a 4xx."""
+        return decide(self.config, lambda: self.license_error or ("" if self.license else "no valid license"),
+                      {"request": "smtpd_access_policy", "size": str(size)})
 
     def store_received(self, arrivals) -> list:
         """Store messages received over LMTP or SMTP (receiver.py) durably; Refused, with the reason, on a store fault."""

@@ -48,11 +48,15 @@ def cmd_serve(args) -> int:
         stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    receiver = None
+
     def reload(signum, frame):
         """SIGHUP (systemctl reload): read the clients file and the certificate again; a fault keeps the old ones."""
         try:
             server.clients = access.load_clients(conf.api_clients_file)
             server.context = tls_context(conf.api_cert_file, conf.api_key_file)
+            if receiver:
+                receiver.tls = server.context  # SMTP's STARTTLS uses the API's certificate
         except StoreError as exc:
             log.error("reload refused, the API keeps its clients and certificate: %s", exc)
             return
@@ -65,7 +69,6 @@ def cmd_serve(args) -> int:
         policy = PolicyServer(conf.policy_address(), conf, lambda: ingestor.license_error)
         threading.Thread(target=policy.serve_forever, name="policy", daemon=True).start()
 
-    receiver = None
     if conf.lmtp_listen or conf.smtp_listen:
         from archive_store.receiver import Receiver
 

@@ -31,7 +31,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
@@ -42,6 +42,10 @@ from archive_store.errors import Refused
 from archive_store.spool import Arrival, from_postfix, spool_time
 
 log = logging.getLogger("archive_store.receiver")
+# aiosmtpd logs a dozen INFO lines a message (each command with its addresses, the peer, the AUTH
+# mechanisms): 1 ms of the store's CPU a connection, and journald's.  The store logs one line per
+# stored message and each refusal itself.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 _SEQUENCE = itertools.count(1)
 
 
@@ -190,7 +194,8 @@ async def read_data(reader: asyncio.StreamReader, limit: int) -> Optional[bytes]
     return bytes(data.replace(b"\r\n.", b"\r\n")[2:])
 
 
-def _session(kind: str, handler: Handler, config: Config, tls: Optional[ssl.SSLContext]):
+def _session(kind: str, handler: Handler, config: Config, tls: Callable[[], Optional[ssl.SSLContext]]):
+    """A factory of sessions; ``tls`` gives the certificate's context for each new SMTP connection (SIGHUP may replace it)."""
     base = LMTP if kind == "lmtp" else SMTP
 
     class Session(base):
@@ -221,7 +226,7 @@ def _session(kind: str, handler: Handler, config: Config, tls: Optional[ssl.SSLC
     options = {"data_size_limit": config.max_message_bytes, "enable_SMTPUTF8": True, "decode_data": False,
                "hostname": socket.gethostname(), "ident": "archive-store"}
     if kind == "smtp":
-        options.update(tls_context=tls, require_starttls=tls is not None)
+        return lambda: Session(handler, tls_context=tls(), require_starttls=tls() is not None, **options)
     return lambda: Session(handler, **options)
 
 
@@ -230,6 +235,7 @@ class Receiver:
 
     def __init__(self, config: Config, ingestor, tls: Optional[ssl.SSLContext] = None) -> None:
         self.config = config
+        self.tls = tls  # STARTTLS's certificate; serve's reload replaces it
         self.committer = Committer(ingestor, config.batch_size)
         self.loop = asyncio.new_event_loop()
         self.stop_event = threading.Event()
@@ -241,7 +247,7 @@ class Receiver:
                 continue
             host, port = address()
             handler = Handler(config, ingestor, self.committer, kind, clients)
-            factory = _session(kind, handler, config, tls)
+            factory = _session(kind, handler, config, lambda: self.tls)
             self.servers.append(self.loop.run_until_complete(self.loop.create_server(factory, host, port)))
             log.info("receiving %s on %s", kind.upper(), listen)
         self._threads = [threading.Thread(target=self.loop.run_forever, name="receiver", daemon=True),

@@ -3,7 +3,9 @@
 A real `serve` process and Python's smtplib as the client; a 250 means the message is durable."""
 
 import asyncio
+import signal
 import smtplib
+import ssl
 import threading
 
 import pytest
@@ -117,6 +119,27 @@ def test_smtp_wants_starttls_before_mail(receiving):
     client = smtp_client(receiving, tls=False)
     code, reply = client.mail("journal@example.org")
     assert code == 530, reply
+    client.quit()
+
+
+def test_a_renewed_certificate_reaches_starttls_on_reload(receiving):
+    def served_certificate():
+        client = smtp_client(receiving)
+        certificate = client.sock.getpeercert(binary_form=True)
+        client.quit()
+        return certificate
+
+    def leaf(cert_file):
+        return ssl.PEM_cert_to_DER_cert(cert_file.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+
+    service = receiving.services[-1]
+    assert served_certificate() == leaf(receiving.cert_file)
+    receiving.ca.issue("worker0")  # the same files, a new key and certificate, as the worker role's renewal writes them
+    service.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in service.log(), "the reload", log=service.log)
+    assert served_certificate() == leaf(receiving.cert_file), "STARTTLS still offers the old certificate after SIGHUP"
+    client = smtp_client(receiving)
+    client.sendmail("journal@example.org", [ARCHIVE], MESSAGE)
     client.quit()
 
 

@@ -23,6 +23,7 @@ transit metadata, as spool.from_postfix does.
 
 import asyncio
 import concurrent.futures
+import email.utils
 import itertools
 import logging
 import os
@@ -56,12 +57,27 @@ def arrival_name(kind: str) -> str:
 
 
 def arrival_from_session(content: bytes, mail_from: str, rcpt_tos: List[str], kind: str,
-                         transit_hosts: Iterable[str]) -> Arrival:
-    """The Arrival for one received message: the cluster's Received headers stripped, the session's envelope."""
+                         transit_hosts: Iterable[str], hop: str = "") -> Arrival:
+    """The Arrival for one received message: the cluster's Received headers stripped, the session's envelope,
+    and ``hop``, the store's own Received line, leading the transit."""
     arrival = from_postfix(content.replace(b"\r\n", b"\n"), arrival_name(kind), transit_hosts, envelope_headers=False)
     arrival.env_from = mail_from
     arrival.env_to = list(dict.fromkeys(rcpt_tos))
+    if hop:
+        arrival.transit.insert(0, hop)
     return arrival
+
+
+def received(session, hostname: str, rcpt_tos: List[str]) -> str:
+    """The Received line of an SMTP hop into the store, as postfix's smtpd writes one: the hop's record in
+    the transit metadata, with the TLS version and cipher it was made with (RFC 5321 4.4)."""
+    tls = ""
+    if session.ssl:
+        version, cipher = session.ssl["ssl_object"].version(), session.ssl["cipher"]
+        tls = f" (using {version} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits))"
+    recipient = f" for <{rcpt_tos[0]}>" if len(rcpt_tos) == 1 else ""
+    return (f"Received: from {session.host_name or 'unknown'} ([{session.peer[0]}]){tls} by {hostname} (archive-store)"
+            f" with {'ESMTPS' if session.ssl else 'ESMTP'}{recipient}; {email.utils.formatdate(localtime=True)}")
 
 
 class Committer:
@@ -154,8 +170,9 @@ class Handler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
+        hop = received(session, server.hostname, envelope.rcpt_tos) if self.kind == "smtp" else ""  # LMTP: postfix's hop
         arrival = arrival_from_session(envelope.original_content, envelope.mail_from, envelope.rcpt_tos, self.kind,
-                                       self.config.transit_hosts)
+                                       self.config.transit_hosts, hop)
         try:
             outcome = await asyncio.wrap_future(self.committer.submit(arrival))
         except Refused as exc:

@@ -77,6 +77,8 @@ class Site:
         # The worker role's contract, as each worker publishes it (ansible_local.archive_worker), and its token.
         self.contract = {w: runner.run_module(w, "ansible.builtin.setup", "filter=ansible_local", check=False)
                          ["ansible_facts"]["ansible_local"]["archive_worker"] for w in self.workers}
+        # How mail reaches each worker's store (worker_receiver): with "smtp" the store answers port 25, no postfix runs.
+        self.receiver = {w: self.contract[w].get("receiver", "spool") for w in self.workers}
         # The API's clients as the inventory gives them: Ansible's own token, and the site CA on this machine.
         self.clients = {c["name"]: c for c in first["worker_api_clients"]}
         self.token = self.clients["controller"]["token"]

@@ -4,6 +4,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from helpers import docker, wait_system_running
 from module_runner import ROOT, command, environment, result_of, run_module
 
@@ -53,6 +55,8 @@ def test_with_a_worker_stopped_the_check_still_passes(site):
 
 
 def test_a_probe_the_store_drops_is_named_as_lost(site):
+    if site.receiver["worker1"] == "smtp":
+        pytest.skip("worker_receiver smtp keeps no spool: the store answers 250 only once a message is committed")
     spool = site.contract["worker1"]["spool_dir"] + "/Maildir/new"
     # With its store stopped, worker1's postfix would answer 451 (the store's policy service is gone);
     # take the policy out of its restrictions for this test, so that probes reach its spool and wait there.

@@ -34,12 +34,13 @@ def test_services_run_and_listen(host):
     name = host.backend.host
     role = name.removeprefix("dr-")  # the dr scenario's DR hosts mirror the primary's
     if role.startswith("worker"):
-        assert host.service("postfix").is_running
-        assert host.service("archive-store").is_running
-        assert host.socket("tcp://0.0.0.0:25").is_listening
         # The worker role's contract as this host publishes it (a DR worker is not in ``site``).
         contract = host.ansible("ansible.builtin.setup", "filter=ansible_local", check=False)[
             "ansible_facts"]["ansible_local"]["archive_worker"]
+        # With worker_receiver smtp the store answers port 25 itself and postfix does not run.
+        assert host.service("postfix").is_running == (contract.get("receiver", "spool") != "smtp")
+        assert host.service("archive-store").is_running
+        assert host.socket("tcp://0.0.0.0:25").is_listening
         assert host.socket("tcp://0.0.0.0:%s" % contract["api_url"].rsplit(":", 1)[1]).is_listening
         assert host.socket("tcp://%s" % contract["health_url"].split("/")[2]).is_listening  # plain /health, loopback
         for secret in ("store.key", "license", contract["key_file"].rsplit("/", 1)[1]):
@@ -163,11 +164,17 @@ def test_over_50_mb_is_refused_with_552(site):
 
 
 def test_workers_refuse_smtp_from_non_gateway_addresses(site):
-    """Two layers: nftables drops port 25 from anyone but the gateways; postfix rejects anyone not in mynetworks."""
+    """Two layers: nftables drops port 25 from anyone but the gateways; postfix rejects anyone not in mynetworks
+    (with worker_receiver smtp: the store anyone not in its smtp_clients)."""
     gateways = sorted(f"{site.ip[g]}/32" for g in site.gateways)
     for worker in site.workers[:2]:
         with pytest.raises(OSError):  # from this machine, which is not a gateway: no answer at all
             smtplib.SMTP(site.ip[worker], 25, timeout=5)
+        if site.receiver[worker] == "smtp":
+            conf = docker_exec(worker, "cat", site.contract[worker]["config_file"]).stdout
+            [clients] = [line.split("=", 1)[1].split() for line in conf.splitlines() if line.startswith("smtp_clients")]
+            assert sorted(f"{c}/32" for c in clients) == gateways, conf
+            continue
         assert docker_exec(worker, "postconf", "-h", "smtpd_client_restrictions").stdout.strip() == "permit_mynetworks, reject"
         mynetworks = docker_exec(worker, "postconf", "-h", "mynetworks").stdout.replace(",", " ").split()
         assert sorted(mynetworks) == sorted(["127.0.0.0/8"] + gateways), mynetworks

@@ -114,6 +114,7 @@ bench: venv deps-store
 	$(PY_DEBIAN) bench/search.py -n 1000000 --queries 30
 	$(PY_DEBIAN) bench/search.py -n 1000000 --shard-messages 200000 --dir /var/tmp/archive-search-bench-shards --queries 30
 	$(PY_DEBIAN) bench/api_tls.py --queries 300
+	$(PY_DEBIAN) bench/receiver.py
 	python bench/cluster_search.py load
 	python bench/cluster_search.py run
 	python bench/ui.py --export-query botanelo

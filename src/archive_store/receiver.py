@@ -113,19 +113,32 @@ class Committer:
         self._refuse_waiting("archive store shutting down")
 
     def commit(self, batch) -> None:
+        # A session cut while it waited (aiosmtpd cancels its handler, and asyncio the future) gets no 250, and its
+        # sender sends the message again: it is left out.  The others can no longer be cancelled from here on.
+        batch = [(arrival, future) for arrival, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         arrivals = [arrival for arrival, _future in batch]
         try:
             if not self.ingestor.check_license():
                 raise Refused(f"no valid license: {self.ingestor.license_error}")
             outcomes = self.ingestor.store_received(arrivals)
         except Refused as exc:
-            for _arrival, future in batch:
-                future.set_exception(exc)
+            self._refuse(batch, exc)
+            return
+        except Exception as exc:  # a fault store_received did not foresee must not stop the committer either
+            log.exception("storing %d received messages failed; their senders keep them", len(batch))
+            self._refuse(batch, Refused(f"store fault: {exc}"))
             return
         committed = time.time()
         for (arrival, future), outcome in zip(batch, outcomes):
             metrics.INGEST_LATENCY.observe(max(0.0, committed - (spool_time(arrival.spool_name) or committed)))
             future.set_result(outcome)
+
+    @staticmethod
+    def _refuse(batch, exc: Refused) -> None:
+        for _arrival, future in batch:
+            future.set_exception(exc)
 
     def _refuse_waiting(self, reason: str) -> None:
         while True:
@@ -133,7 +146,8 @@ class Committer:
                 _arrival, future = self._queue.get_nowait()
             except queue.Empty:
                 return
-            future.set_exception(Refused(reason))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(Refused(reason))
 
 
 class Handler:

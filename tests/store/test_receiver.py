@@ -11,7 +11,8 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from archive_store.receiver import read_data
+from archive_store.errors import Refused
+from archive_store.receiver import Committer, arrival_from_session, read_data
 from helpers import wait_until
 from storeenv import corpus_files, license_line, wire_form
 
@@ -53,6 +54,63 @@ def test_read_data_drops_a_message_over_the_limit_and_reads_to_its_end():
     wire = stuffed([b"x" * 70] * 100) + b".\r\nQUIT\r\n"
     content, rest = feed_and_read(wire, 4096, 1000)
     assert content is None and rest == b"QUIT\r\n"
+
+
+class RecordingIngestor:
+    """Stores nothing: records what the committer hands it, and fails the batches it is told to."""
+
+    license_error = ""
+
+    def __init__(self, failures=()):
+        self.stored, self.failures = [], list(failures)
+
+    def check_license(self):
+        return True
+
+    def store_received(self, arrivals):
+        if self.failures:
+            raise self.failures.pop(0)
+        self.stored.extend(a.raw for a in arrivals)
+        return [f"stored {a.raw.decode()}" for a in arrivals]
+
+
+def committing(ingestor):
+    """A committer running in its thread, stopped after the test."""
+    committer, stop = Committer(ingestor, batch_size=10), threading.Event()
+    thread = threading.Thread(target=committer.run, args=(stop,), daemon=True)
+    return committer, stop, thread
+
+
+def received_message(n):
+    return arrival_from_session(b"%d" % n, "journal@example.org", [ARCHIVE], "smtp", [])
+
+
+def test_a_session_cut_while_it_waits_leaves_its_message_out_and_the_committer_goes_on():
+    ingestor = RecordingIngestor()
+    committer, stop, thread = committing(ingestor)
+    kept, cut = committer.submit(received_message(1)), committer.submit(received_message(2))
+    cut.cancel()  # what asyncio's wrap_future does when aiosmtpd cancels the cut session's handler
+    thread.start()
+    try:
+        assert kept.result(timeout=10) == "stored 1"
+        assert committer.submit(received_message(3)).result(timeout=10) == "stored 3", "the committer stopped"
+    finally:
+        stop.set()
+        thread.join()
+    assert ingestor.stored == [b"1", b"3"], "the cut session's message was stored: its sender sends it again"
+
+
+def test_an_unforeseen_store_fault_refuses_the_batch_and_the_committer_goes_on():
+    ingestor = RecordingIngestor(failures=[RuntimeError("disk on fire")])
+    committer, stop, thread = committing(ingestor)
+    thread.start()
+    try:
+        with pytest.raises(Refused, match="store fault: disk on fire"):
+            committer.submit(received_message(1)).result(timeout=10)
+        assert committer.submit(received_message(2)).result(timeout=10) == "stored 2", "the committer stopped"
+    finally:
+        stop.set()
+        thread.join()
 
 
 def smtp_client(env, kind="smtp", tls=True):

@@ -112,10 +112,27 @@ def under_load(site, name, count, fault, timeout=300, allow_resent_duplicates=Fa
     if allow_resent_duplicates:
         # SMTP's own window (RFC 1047): a session cut between the gateway's commit and its 250 makes the
         # sender send again. Such a duplicate has the same bytes, and there are never more than retries.
-        assert duplicated <= load.retries, (duplicated, load.retries)
+        # The same window between a worker's commit and the gateway's record of its 250 makes the gateway
+        # deliver its queue file again; the site-wide duplicate pass removes those.
+        if duplicated > load.retries:
+            print(f"dedupe.yml: {duplicate_pass(site, started)[0]}")
+            wanted, found = wait_archived(site, tag, messages, timeout=60)
+            lost, duplicated = summary(f"{name}, after the duplicate pass", messages, found, started)
+        assert lost == 0 and duplicated <= load.retries, (lost, duplicated, load.retries)
     else:
         assert duplicated == 0
     return found
+
+
+def duplicate_pass(site, started):
+    """Run playbooks/dedupe.yml over the messages since ``started``; return its report (listed, removed, kept) and its
+    whole output, unfolded."""
+    proc = playbook("playbooks/dedupe.yml", "-e", f"dedupe_since=-{int(time.time() - started) + 60}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = " ".join(proc.stdout.split())  # the YAML callback folds long lines
+    report = re.search(r"msg: (\d+ messages listed on .*? kept)", out)
+    assert report, proc.stdout[-3000:]
+    return report.group(1), out
 
 
 def wait_until_sent(load, count, timeout=120):
@@ -292,13 +309,9 @@ def test_the_duplicate_pass_leaves_one_copy_of_each_delivery_after_workers_postf
     wait_until(lambda: len(wait_archived(site, tag, messages, timeout=0)[1][row["sha256"]]) == 2,
                f"the replayed delivery on {target}", timeout=60)
 
-    proc = playbook("playbooks/dedupe.yml", "-e", f"dedupe_since=-{int(time.time() - started) + 60}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    out = " ".join(proc.stdout.split())  # the YAML callback folds long lines
-    report = re.search(r"msg: (\d+ messages listed on .*? kept)", out)
-    assert report, proc.stdout[-3000:]
-    print(f"dedupe.yml: {report.group(1)} (the queue file {queue_id} replayed to {target} among them)")
-    assert int(re.search(r"(\d+) removed", report.group(1)).group(1)) >= 1 and f"queue ID {queue_id}" in out
+    report, out = duplicate_pass(site, started)
+    print(f"dedupe.yml: {report} (the queue file {queue_id} replayed to {target} among them)")
+    assert int(re.search(r"(\d+) removed", report).group(1)) >= 1 and f"queue ID {queue_id}" in out
 
     wanted, found = wait_archived(site, tag, messages, timeout=60)
     lost, duplicated = summary("after the duplicate pass", messages, found, started)

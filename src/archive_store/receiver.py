@@ -91,11 +91,18 @@ class Committer:
     def __init__(self, ingestor, batch_size: int) -> None:
         self.ingestor = ingestor
         self.batch_size = batch_size
+        self.answering = 0  # sessions that handed over a message and have not sent its answer yet (event loop only)
         self._queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
 
     def submit(self, arrival: Arrival) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((arrival, future))
+        with self._lock:
+            if self._closed:
+                future.set_exception(Refused("archive store shutting down"))
+            else:
+                self._queue.put((arrival, future))
         return future
 
     def run(self, stop: threading.Event) -> None:
@@ -110,6 +117,8 @@ class Committer:
                 except queue.Empty:
                     break
             self.commit(batch)
+        with self._lock:
+            self._closed = True
         self._refuse_waiting("archive store shutting down")
 
     def commit(self, batch) -> None:
@@ -250,9 +259,13 @@ def _session(kind: str, handler: Handler, config: Config, tls: Callable[[], Opti
                 self._set_post_data_state()
                 return
             self.envelope.content = self.envelope.original_content = content
-            status = await self._call_handler_hook("DATA")
-            self._set_post_data_state()
-            await self.push(status)
+            handler.committer.answering += 1
+            try:
+                status = await self._call_handler_hook("DATA")
+                self._set_post_data_state()
+                await self.push(status)
+            finally:
+                handler.committer.answering -= 1
 
     options = {"data_size_limit": config.max_message_bytes, "enable_SMTPUTF8": True, "decode_data": False,
                "hostname": socket.gethostname(), "ident": "archive-store"}
@@ -289,11 +302,16 @@ class Receiver:
             thread.start()
         return self
 
-    def close(self) -> None:
-        """Stop listening, then stop committing: a session whose message was not committed gets 4xx, or loses its connection."""
+    def close(self, answer_seconds: float = 10) -> None:
+        """Stop listening, then stop committing; then let each session whose message was committed send its 250
+        (for at most ``answer_seconds``). A session whose message was not committed gets 4xx, or loses its connection.
+        A committed message whose 250 never left makes its sender deliver it again: the duplicate pass's case."""
         for server in self.servers:
             self.loop.call_soon_threadsafe(server.close)
         self.stop_event.set()
         self._threads[1].join()
+        deadline = time.monotonic() + answer_seconds
+        while self.committer.answering and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._threads[0].join(timeout=5)

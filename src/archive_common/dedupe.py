@@ -21,8 +21,9 @@ objects (or anything with their listing, arrivals, add_arrivals and remove_dupli
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-# The gateway's Received header as the store keeps it (one line, white space collapsed).
-_RECEIVED = re.compile(r"\bby (\S+) \(Postfix[^)]*\).*?\bid ([0-9A-Za-z]+)\b")
+# A hop's Received header as the store keeps it (one line, white space collapsed): postfix's, or the store's
+# own when it receives SMTP itself (worker_receiver smtp, archive_store/receiver.py).
+_RECEIVED = re.compile(r"\bby (\S+) \((?:Postfix|archive-store)[^)]*\).*?\bid ([0-9A-Za-z]+)\b")
 
 
 def delivery(transit):

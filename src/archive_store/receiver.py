@@ -56,11 +56,11 @@ def arrival_name(kind: str) -> str:
     return f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{next(_SEQUENCE)}.{kind}.{socket.gethostname()}"
 
 
-def arrival_from_session(content: bytes, mail_from: str, rcpt_tos: List[str], kind: str,
+def arrival_from_session(content: bytes, mail_from: str, rcpt_tos: List[str], name: str,
                          transit_hosts: Iterable[str], hop: str = "") -> Arrival:
-    """The Arrival for one received message: the cluster's Received headers stripped, the session's envelope,
-    and ``hop``, the store's own Received line, leading the transit."""
-    arrival = from_postfix(content.replace(b"\r\n", b"\n"), arrival_name(kind), transit_hosts, envelope_headers=False)
+    """The Arrival ``name`` for one received message: the cluster's Received headers stripped, the session's
+    envelope, and ``hop``, the store's own Received line, leading the transit."""
+    arrival = from_postfix(content.replace(b"\r\n", b"\n"), name, transit_hosts, envelope_headers=False)
     arrival.env_from = mail_from
     arrival.env_to = list(dict.fromkeys(rcpt_tos))
     if hop:
@@ -68,16 +68,17 @@ def arrival_from_session(content: bytes, mail_from: str, rcpt_tos: List[str], ki
     return arrival
 
 
-def received(session, hostname: str, rcpt_tos: List[str]) -> str:
-    """The Received line of an SMTP hop into the store, as postfix's smtpd writes one: the hop's record in
-    the transit metadata, with the TLS version and cipher it was made with (RFC 5321 4.4)."""
+def received(session, hostname: str, rcpt_tos: List[str], name: str) -> str:
+    """The Received line of an SMTP hop into the store, as postfix's smtpd writes one, with the arrival's name
+    as its ID: the hop's record in the transit metadata, with the TLS version and cipher it was made with
+    (RFC 5321 4.4). The duplicate pass (archive_common/dedupe.py) reads it as the worker's own hop."""
     tls = ""
     if session.ssl:
         version, cipher = session.ssl["ssl_object"].version(), session.ssl["cipher"]
         tls = f" (using {version} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits))"
     recipient = f" for <{rcpt_tos[0]}>" if len(rcpt_tos) == 1 else ""
     return (f"Received: from {session.host_name or 'unknown'} ([{session.peer[0]}]){tls} by {hostname} (archive-store)"
-            f" with {'ESMTPS' if session.ssl else 'ESMTP'}{recipient}; {email.utils.formatdate(localtime=True)}")
+            f" with {'ESMTPS' if session.ssl else 'ESMTP'} id {name}{recipient}; {email.utils.formatdate(localtime=True)}")
 
 
 class Committer:
@@ -193,8 +194,9 @@ class Handler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
-        hop = received(session, server.hostname, envelope.rcpt_tos) if self.kind == "smtp" else ""  # LMTP: postfix's hop
-        arrival = arrival_from_session(envelope.original_content, envelope.mail_from, envelope.rcpt_tos, self.kind,
+        name = arrival_name(self.kind)
+        hop = received(session, server.hostname, envelope.rcpt_tos, name) if self.kind == "smtp" else ""  # LMTP: postfix's
+        arrival = arrival_from_session(envelope.original_content, envelope.mail_from, envelope.rcpt_tos, name,
                                        self.config.transit_hosts, hop)
         try:
             outcome = await asyncio.wrap_future(self.committer.submit(arrival))

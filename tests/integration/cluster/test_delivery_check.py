@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from helpers import docker, wait_system_running
+from archive_common.client import ArchiveApiError
+from helpers import docker, wait_system_running, wait_until
 from module_runner import ROOT, command, environment, result_of, run_module
 
 
@@ -43,6 +44,13 @@ def test_remove_probes_purges_every_probe_with_an_audit_entry(site):
         assert docker("exec", worker, "archive_store", "verify", "--all", check=False).returncode == 0
 
 
+def answers(site, worker):
+    try:
+        return site.client(worker).stats() is not None
+    except ArchiveApiError:
+        return False
+
+
 def test_with_a_worker_stopped_the_check_still_passes(site):
     docker("stop", "worker3")
     try:
@@ -52,6 +60,7 @@ def test_with_a_worker_stopped_the_check_still_passes(site):
     finally:
         docker("start", "worker3")
         wait_system_running("worker3")
+        wait_until(lambda: answers(site, "worker3"), "worker3's store to answer again", timeout=120)
 
 
 def test_a_probe_the_store_drops_is_named_as_lost(site):

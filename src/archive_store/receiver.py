@@ -271,9 +271,13 @@ def _session(kind: str, handler: Handler, config: Config, tls: Callable[[], Opti
 
     options = {"data_size_limit": config.max_message_bytes, "enable_SMTPUTF8": True, "decode_data": False,
                "hostname": socket.gethostname(), "ident": "archive-store"}
-    if kind == "smtp":
-        return lambda: Session(handler, tls_context=tls(), require_starttls=tls() is not None, **options)
-    return lambda: Session(handler, **options)
+    if kind == "lmtp":
+        return lambda: Session(handler, **options)
+
+    def smtp_session():
+        context = tls()
+        return Session(handler, tls_context=context, require_starttls=context is not None, **options)
+    return smtp_session
 
 
 class Receiver:

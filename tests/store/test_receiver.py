@@ -270,17 +270,19 @@ def test_concurrent_sessions_are_committed_together_and_each_one_gets_its_250(re
     assert len(receiving.store(readonly=True).index.all_ids()) == 80
 
 
-def test_a_store_stopped_mid_stream_answers_every_message_it_committed(receiving):
-    """SIGTERM (systemctl stop, docker stop) while eight sessions send: each message stored got its 250, each 250
-    is stored. A committed message left unanswered would be delivered again by the gateway: a duplicate."""
+def stream_until_stopped(receiving, enough, stop_store, prefix, connection_per_message=False):
+    """Eight LMTP sessions send numbered messages until ``stop_store()`` ends the store, once ``enough`` were
+    answered 250; returns the Message-IDs answered 250."""
     acknowledged, stop = [], threading.Event()
 
     def session(number):
-        client, index = smtp_client(receiving, "lmtp"), 0
+        client, index = None, 0
         while not stop.is_set():
-            message_id = f"<t{number}.{index}@test>"
+            message_id = f"<{prefix}{number}.{index}@test>"
             index += 1
             try:
+                if client is None or connection_per_message:
+                    client = smtp_client(receiving, "lmtp")
                 client.sendmail("journal@example.org", [ARCHIVE], GATEWAY_RECEIVED + MESSAGE.replace(b"<w@test>", message_id.encode()))
             except (OSError, smtplib.SMTPException):
                 return
@@ -288,12 +290,21 @@ def test_a_store_stopped_mid_stream_answers_every_message_it_committed(receiving
     threads = [threading.Thread(target=session, args=(number,)) for number in range(8)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: len(acknowledged) >= 200, "200 messages acknowledged", timeout=60)
-    receiving.services[0].proc.send_signal(signal.SIGTERM)
-    receiving.services[0].proc.wait(timeout=30)
+    wait_until(lambda: len(acknowledged) >= enough, f"{enough} messages acknowledged", timeout=60)
+    stop_store()
     stop.set()
     for thread in threads:
         thread.join()
+    return acknowledged
+
+
+def test_a_store_stopped_mid_stream_answers_every_message_it_committed(receiving):
+    """SIGTERM (systemctl stop, docker stop) while eight sessions send: each message stored got its 250, each 250
+    is stored. A committed message left unanswered would be delivered again by the gateway: a duplicate."""
+    def stop_store():
+        receiving.services[0].proc.send_signal(signal.SIGTERM)
+        receiving.services[0].proc.wait(timeout=30)
+    acknowledged = stream_until_stopped(receiving, 200, stop_store, "t")
     store = receiving.store(readonly=True)
     kept = {store.index.get(archive_id)["message_id"] for archive_id in store.index.all_ids()}
     assert set(acknowledged) <= kept, "a message answered 250 is not stored"
@@ -302,28 +313,7 @@ def test_a_store_stopped_mid_stream_answers_every_message_it_committed(receiving
 
 def test_every_message_answered_250_survives_the_store_killed_mid_stream(receiving):
     """SIGKILL while eight sessions send: every message that got its 250 is in the store after the restart."""
-    acknowledged, stop = [], threading.Event()
-
-    def session(number):
-        index = 0
-        while not stop.is_set():
-            message_id = f"<k{number}.{index}@test>"
-            body = MESSAGE.replace(b"<w@test>", message_id.encode())
-            index += 1
-            try:
-                client = smtp_client(receiving, "lmtp")
-                client.sendmail("journal@example.org", [ARCHIVE], GATEWAY_RECEIVED + body)
-            except (OSError, smtplib.SMTPException):
-                return
-            acknowledged.append(message_id)
-    threads = [threading.Thread(target=session, args=(number,)) for number in range(8)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: len(acknowledged) >= 100, "100 messages acknowledged", timeout=60)
-    receiving.services[0].proc.kill()
-    stop.set()
-    for thread in threads:
-        thread.join()
+    acknowledged = stream_until_stopped(receiving, 100, receiving.services[0].proc.kill, "k", connection_per_message=True)
     receiving.services[0].proc.wait()
     store = receiving.store()
     store.recover()

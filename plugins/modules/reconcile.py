@@ -18,7 +18,9 @@ description:
   - With O(resend), fetches each missing message from the worker that holds it and sends it by SMTP to the other
     site's gateway, with its original envelope sender, then waits until that site has archived it.
   - A message archived at one site in the window is looked for at the other site in the window widened by O(slack)
-    on both sides, since the two copies are archived at slightly different times.
+    on both sides, since the two copies are archived at slightly different times. One not found there is looked up
+    by its sha256 on every worker of the other site before it is called missing, so a copy archived there earlier
+    (the same message journaled again) is not re-sent.
 author:
   - mailarchive.cluster maintainers (@mailarchive)
 attributes:
@@ -111,6 +113,8 @@ options:
       - The sha256 digests of messages that must be archived at both sites, such as mail just sent through the gateways
         to prove that reconcile sees it. The module waits up to O(expect_timeout) for them (from O(since) on), then
         compares as usual; it fails naming the digests a site still lacks.
+      - A digest the site already held before O(since) counts as held: the same bytes sent again become one more
+        arrival on the message a worker already holds, not a message of the window.
     type: list
     elements: str
     default: []
@@ -226,6 +230,11 @@ class Site(object):
     def has(self, sha256):
         return any(api.search("sha256:" + sha256, limit=1) for api in self.apis)
 
+    def lacks(self, digests, listed):
+        """The digests not in listed that no worker of the site holds at all: a copy archived before the window
+        (the same bytes journaled again become one more arrival on it) is held, not missing."""
+        return [sha for sha in digests if sha not in listed and not self.has(sha)]
+
 
 def compare(sites, since, until, slack, exclude_probes):
     wide = [site.messages(since - slack, until + slack, exclude_probes) for site in sites]
@@ -233,10 +242,11 @@ def compare(sites, since, until, slack, exclude_probes):
     missing = {}
     for index, site in enumerate(sites):
         other = 1 - index
+        lacking = set(site.lacks(narrow[other], wide[index]))
         missing[site.name] = [
             {"sha256": sha, "message_id": row["message_id"], "id": row["id"], "worker": api.name}
             for sha, (row, api) in sorted(narrow[other].items(), key=lambda item: item[1][0]["id"])
-            if sha not in wide[index]
+            if sha in lacking
         ]
     return missing, dict((site.name, len(narrow[i])) for i, site in enumerate(sites)), narrow
 
@@ -282,7 +292,7 @@ def wait_for_expected(sites, expect, since, timeout):
     deadline = time.time() + timeout
     while True:
         now = int(time.time()) + 1
-        absent = dict((site.name, sorted(set(expect) - set(site.messages(since, now, False)))) for site in sites)
+        absent = dict((site.name, sorted(site.lacks(set(expect), site.messages(since, now, False)))) for site in sites)
         if not any(absent.values()) or time.time() > deadline:
             return absent
         time.sleep(2)

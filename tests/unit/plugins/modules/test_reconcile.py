@@ -114,6 +114,26 @@ def test_expected_messages_are_waited_for_and_a_site_lacking_one_fails_naming_it
     assert result["expected"] == {"primary": 4, "dr": 3}
 
 
+def test_a_copy_archived_before_the_window_is_held_not_missing(sites, module):
+    """The same bytes journaled again: the peer's copy predates the window, yet it is held, so nothing is re-sent."""
+    primary, dr = sites
+    raw = message("again", 0)
+    dr.deliver(raw)
+    wait_for(dr, 1)
+    time.sleep(2)
+    since = int(time.time())
+    primary.deliver(raw)
+    wait_for(primary, 1)
+    digest = hashlib.sha256(raw).hexdigest()
+    result = module("reconcile", {"sites": [primary.spec(), dr.spec()], "since": since, "until": int(time.time()) + 5,
+                                  "slack": 0, "expect": [digest], "expect_timeout": 5, "resend": True})
+    assert not result.get("failed"), result.get("msg")
+    assert result["counts"] == {"primary": 1, "dr": 0}
+    assert result["missing"] == {"primary": [], "dr": []} and result["in_sync"] is True
+    assert result["expected"] == {"primary": 1, "dr": 1} and result["changed"] is False
+    assert dr.count() == 1
+
+
 def test_expect_refuses_what_is_not_a_digest(sites, module):
     primary, dr = sites
     result = module("reconcile", {"sites": [primary.spec(), dr.spec()], "expect": ["<a@b>"]})

@@ -113,7 +113,7 @@ options:
       - The sha256 digests of messages that must be archived at both sites, such as mail just sent through the gateways
         to prove that reconcile sees it. The module waits up to O(expect_timeout) for them (from O(since) on), then
         compares as usual; it fails naming the digests a site still lacks.
-      - A digest the site already held before O(since) counts as held: the same bytes sent again become one more
+      - A digest the site already held before O(since) counts as held; the same bytes sent again become one more
         arrival on the message a worker already holds, not a message of the window.
     type: list
     elements: str

@@ -306,12 +306,13 @@ class Handler(_Base):
             if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted) or not 0 < len(wanted) <= MAX_LIMIT:
                 raise StoreError(f"raw batch: expected {{\"ids\": [...]}} with 1 to {MAX_LIMIT} archive IDs")
             with self.server.lock:
-                rows = {i: store.index.get(i) for i in wanted}
-                total = sum(row["size"] for row in rows.values() if row)
+                sizes = store.index.sizes(wanted)
+                total = sum(sizes.values())
                 if total > MAX_BATCH_BYTES:
                     raise StoreError(f"raw batch: expected at most {MAX_BATCH_BYTES} bytes of mail per request, "
                                      f"these {len(wanted)} messages hold {total}; ask for fewer")
-                found = dict(store.get_raw_many([i for i in wanted if rows[i]]))
+                held = [i for i in dict.fromkeys(wanted) if i in sizes]
+                found = dict(store.get_raw_many(held))
                 parts = []
                 for archive_id in wanted:
                     raw = found.get(archive_id)
@@ -320,7 +321,7 @@ class Handler(_Base):
                         parts += [raw, b"\n"]
         except StoreError as exc:
             return self._json(400, {"error": str(exc)})
-        self._logged(client, "get raw", ids=[i for i in wanted if rows[i]])
+        self._logged(client, "get raw", ids=held)
         return self._send(200, b"".join(parts), "application/octet-stream")
 
     def _dedupe(self, parts, data):

@@ -118,6 +118,18 @@ def test_shared_or_missing_message_ids_never_collapse(env):
     assert len(store.index.search("msgid:same@x")) == 2
 
 
+def test_sizes_names_each_held_message_once_across_chunks_and_refuses_a_malformed_id(env):
+    store = env.store()
+    raws = [b"Message-ID: <size-%d@x>\r\nSubject: size\r\n\r\n%s\r\n" % (n, b"y" * n) for n in range(600)]
+    outcomes = store.ingest([Arrival(raw=raw, spool_name=f"s{n}") for n, raw in enumerate(raws)])
+    missing = "4" + "0" * 35
+    wanted = [o.archive_id for o in outcomes] + [missing, outcomes[0].archive_id]
+    assert store.index.sizes(wanted) == {o.archive_id: len(raw) for o, raw in zip(outcomes, raws)}
+    assert store.index.sizes([]) == {}
+    with pytest.raises(StoreError, match="expected hexadecimal"):
+        store.index.sizes(["not-an-id"])
+
+
 def test_malformed_mail_is_stored_and_what_can_be_indexed_is(env):
     nested = b"Content-Type: multipart/mixed; boundary=b0\r\nSubject: deep nest\r\n\r\n"
     for depth in range(1, 400):

@@ -305,20 +305,22 @@ class Handler(_Base):
             wanted = self._json_object(data).get("ids")
             if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted) or not 0 < len(wanted) <= MAX_LIMIT:
                 raise StoreError(f"raw batch: expected {{\"ids\": [...]}} with 1 to {MAX_LIMIT} archive IDs")
-            with self.server.lock:
+            with self.server.lock:  # the index's connection is the API's, one thread at a time
                 sizes = store.index.sizes(wanted)
-                total = sum(sizes.values())
-                if total > MAX_BATCH_BYTES:
-                    raise StoreError(f"raw batch: expected at most {MAX_BATCH_BYTES} bytes of mail per request, "
-                                     f"these {len(wanted)} messages hold {total}; ask for fewer")
-                held = [i for i in dict.fromkeys(wanted) if i in sizes]
-                found = dict(store.get_raw_many(held))
-                parts = []
-                for archive_id in wanted:
-                    raw = found.get(archive_id)
-                    parts.append(b"%s %d\n" % (archive_id.encode("ascii", "replace"), -1 if raw is None else len(raw)))
-                    if raw is not None:
-                        parts += [raw, b"\n"]
+            total = sum(sizes.values())
+            if total > MAX_BATCH_BYTES:
+                raise StoreError(f"raw batch: expected at most {MAX_BATCH_BYTES} bytes of mail per request, "
+                                 f"these {len(wanted)} messages hold {total}; ask for fewer")
+            held = [i for i in dict.fromkeys(wanted) if i in sizes]
+            # The objects are read outside the lock: written once and never changed, they need none, and an
+            # export's next batch or another person's search need not wait for this one's reads.
+            found = dict(store.get_raw_many(held))
+            parts = []
+            for archive_id in wanted:
+                raw = found.get(archive_id)
+                parts.append(b"%s %d\n" % (archive_id.encode("ascii", "replace"), -1 if raw is None else len(raw)))
+                if raw is not None:
+                    parts += [raw, b"\n"]
         except StoreError as exc:
             return self._json(400, {"error": str(exc)})
         self._logged(client, "get raw", ids=held)

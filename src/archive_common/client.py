@@ -125,10 +125,11 @@ class ArchiveApi(object):
         except ValueError as exc:
             raise ArchiveApiError("%s: GET %s answered something other than JSON: %s" % (self.name, path, exc)) from None
 
-    def search(self, query, limit=MAX_PAGE, offset=0, participants=(), brief=False):
+    def search(self, query, limit=MAX_PAGE, offset=0, participants=(), brief=False, fields=()):
         """Matches, newest first; with ``participants``, only messages one of those addresses took part in;
-        ``brief``: without attachments and arrival counts."""
+        ``brief``: without attachments and arrival counts; ``fields``: only those (and the id)."""
         path = "/api/v1/search?q=%s&limit=%d&offset=%d%s" % (quote(query), limit, offset, "&brief=1" if brief else "")
+        path += "&fields=" + quote(",".join(fields)) if fields else ""
         path += "".join("&participant=" + quote(address) for address in participants)
         return self.get_json(path)["results"]
 

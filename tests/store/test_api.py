@@ -311,6 +311,25 @@ def test_a_raw_batch_returns_each_messages_exact_bytes_and_names_the_missing(ser
     assert err.value.status == 400
 
 
+def test_search_fields_keep_only_those_and_the_id_and_an_unknown_one_is_refused(served):
+    from archive_common.client import ArchiveApi, ArchiveApiError
+
+    env, base = served
+    env.deliver(b"Message-ID: <fields@test>\r\nFrom: a@example.com\r\nSubject: fields probe\r\n\r\nbody\r\n")
+    reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
+    full = []
+    for _n in range(100):
+        full = reader.search("subject:fields")
+        if full:
+            break
+        time.sleep(0.1)
+    [row] = reader.search("subject:fields", brief=True, fields=("sha256", "message_id"))
+    assert row == {"id": full[0]["id"], "sha256": full[0]["sha256"], "message_id": "<fields@test>"}
+    with pytest.raises(ArchiveApiError, match="fields attachments, nope unknown") as err:
+        reader.search("subject:fields", fields=("attachments", "nope"))
+    assert err.value.status == 400
+
+
 def test_a_raw_batch_whose_object_is_gone_is_refused_naming_it(served):
     from archive_common.client import ArchiveApi, ArchiveApiError
 

@@ -508,7 +508,7 @@ def _fields(asked: str) -> tuple:
     names = [name for name in asked.split(",") if name]
     unknown = [name for name in names if name not in SEARCH_FIELDS]
     if unknown:
-        raise StoreError(f"search: fields {', '.join(unknown)!s} unknown; expected some of {', '.join(SEARCH_FIELDS)}")
+        raise StoreError(f"search: fields {', '.join(unknown)} unknown; expected some of {', '.join(SEARCH_FIELDS)}")
     return tuple(dict.fromkeys(["id"] + names)) if names else ()
 
 

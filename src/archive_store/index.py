@@ -292,8 +292,7 @@ class Index:
         self._current()
         names = list(names)
         found = {}
-        for start in range(0, len(names), 500):
-            chunk = names[start:start + 500]
+        for chunk in _chunks(names, 500):
             marks = ",".join("?" * len(chunk))
             found.update((name, _hex(archive_id)) for name, archive_id in self.conn.execute(
                 f"SELECT a.spool_name, m.id FROM arrivals a JOIN messages m ON m.rowid = a.message"
@@ -318,8 +317,7 @@ class Index:
         self._current()
         blobs = [_blob(i, "id") for i in archive_ids]
         found = {}
-        for start in range(0, len(blobs), 500):
-            chunk = blobs[start:start + 500]
+        for chunk in _chunks(blobs, 500):
             found.update((_hex(archive_id), size) for archive_id, size in self.conn.execute(
                 f"SELECT id, size FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return found
@@ -375,8 +373,7 @@ class Index:
         self._current()
         found: Dict[str, List[dict]] = {archive_id: [] for archive_id in archive_ids}
         blobs = [_blob(i, "id") for i in archive_ids]
-        for start in range(0, len(blobs), 500):
-            chunk = blobs[start:start + 500]
+        for chunk in _chunks(blobs, 500):
             for archive_id, spool_name, arrived, transit, env_to in self.conn.execute(
                     "SELECT m.id, a.spool_name, a.arrived, a.transit, m.env_to FROM arrivals a JOIN messages m ON m.rowid = a.message"
                     f" WHERE m.id IN ({','.join('?' * len(chunk))}) ORDER BY a.arrived, a.spool_name", chunk):

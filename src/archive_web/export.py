@@ -89,6 +89,10 @@ def selected_rows(form):
     if failed:
         raise client.ArchiveApiError("export refused, not every worker answers: " + "; ".join(failed.values()))
 
+    def ask_page(pool, api, offset):
+        """This worker's next page of matches, asked for in the pool."""
+        return pool.submit(api.search, query, client.MAX_PAGE, offset, mine, brief=True, fields=ROW_FIELDS)
+
     def matches(api, pool, ahead):
         """This worker's matches; ``ahead`` is its first page, asked for already, and each next page is
         asked for while this one is read."""
@@ -96,14 +100,14 @@ def selected_rows(form):
         while ahead is not None:
             page = ahead.result()
             offset += len(page)
-            ahead = pool.submit(api.search, query, client.MAX_PAGE, offset, mine, brief=True, fields=ROW_FIELDS) if len(page) == client.MAX_PAGE else None
+            ahead = ask_page(pool, api, offset) if len(page) == client.MAX_PAGE else None
             for row in page:
                 row["worker"] = api.name
                 yield row
 
     # The workers' matches in turn, so that each batch asks every worker at once; each match is read once.
     with ThreadPoolExecutor(max_workers=len(workers())) as pool:
-        pending = [matches(api, pool, pool.submit(api.search, query, client.MAX_PAGE, 0, mine, brief=True, fields=ROW_FIELDS)) for api in workers()]
+        pending = [matches(api, pool, ask_page(pool, api, 0)) for api in workers()]
         count = 0
         while pending:
             for each in list(pending):

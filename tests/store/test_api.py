@@ -294,12 +294,7 @@ def test_a_raw_batch_returns_each_messages_exact_bytes_and_names_the_missing(ser
         env.deliver(raw)
         sent[f"<batch-{n}@test>"] = raw
     reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
-    rows = []
-    for _n in range(100):
-        rows = reader.search("subject:batch")
-        if len(rows) == 3:
-            break
-        time.sleep(0.1)
+    rows = _wait_for(base, env.token, "subject:batch", 3)
     missing = "4" + "0" * 35
     found = reader.raw_batch([r["id"] for r in rows] + [missing])
     assert {r["id"]: found[r["id"]] for r in rows} == {r["id"]: sent[r["message_id"]] for r in rows}
@@ -317,12 +312,7 @@ def test_search_fields_keep_only_those_and_the_id_and_an_unknown_one_is_refused(
     env, base = served
     env.deliver(b"Message-ID: <fields@test>\r\nFrom: a@example.com\r\nSubject: fields probe\r\n\r\nbody\r\n")
     reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
-    full = []
-    for _n in range(100):
-        full = reader.search("subject:fields")
-        if full:
-            break
-        time.sleep(0.1)
+    full = _wait_for(base, env.token, "subject:fields", 1)
     [row] = reader.search("subject:fields", brief=True, fields=("sha256", "message_id"))
     assert row == {"id": full[0]["id"], "sha256": full[0]["sha256"], "message_id": "<fields@test>"}
     with pytest.raises(ArchiveApiError, match="fields attachments, nope unknown") as err:
@@ -336,12 +326,7 @@ def test_a_raw_batch_whose_object_is_gone_is_refused_naming_it(served):
     env, base = served
     env.deliver(b"Message-ID: <gone@test>\r\nSubject: gone\r\n\r\nbody\r\n")
     reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
-    rows = []
-    for _n in range(100):
-        rows = reader.search("subject:gone")
-        if rows:
-            break
-        time.sleep(0.1)
+    rows = _wait_for(base, env.token, "subject:gone", 1)
     env.store(readonly=True).objects.path_for(rows[0]["id"]).unlink()
     with pytest.raises(ArchiveApiError, match=f"no stored object.*{rows[0]['id']}") as err:
         reader.raw_batch([rows[0]["id"]])

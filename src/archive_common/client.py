@@ -158,6 +158,14 @@ class ArchiveApi(object):
                 found[archive_id], at = payload[end + 1:end + 1 + length], end + 2 + length
         return found
 
+    def export(self, query, participants=(), limit=100000, fields=(), mail=True):
+        """Every match of ``query`` (at most ``limit``) with its bytes, newest first, in one streamed answer: the
+        request is sent now, so that several workers search at once; see ExportStream."""
+        path = "/api/v1/export?q=%s&limit=%d&mail=%d" % (quote(query), limit, 1 if mail else 0)
+        path += "&fields=" + quote(",".join(fields)) if fields else ""
+        path += "".join("&participant=" + quote(address) for address in participants)
+        return ExportStream(self, path, mail)
+
     def listing(self, since, until, page=MAX_PAGE):
         """Every message archived in [since, until): dicts with id, sha256, message_id, arrived, size."""
         after = ""
@@ -216,6 +224,109 @@ class ArchiveApi(object):
         """Add (or remove) a legal hold; the store audits it with this client's name."""
         path = "/api/v1/holds/remove" if remove else "/api/v1/holds"
         return json.loads(self._request(path, "POST", {"address": address, "reason": reason}).decode("utf-8"))["holds"]
+
+
+class ExportStream(object):
+    """One worker's answer to GET /api/v1/export, read as it comes.
+
+    ``begin()`` waits for the worker's search and returns how many messages match; iterating then gives
+    (row, raw) for each (raw is None without mail). A failure at any point raises ArchiveApiError naming
+    the worker, and so does an answer that ends before its last line: it never yields fewer messages
+    silently.
+    """
+
+    # The longest JSON line a worker sends: one message's fields, or an error.
+    MAX_LINE = 1 << 20
+
+    def __init__(self, api, path, mail):
+        self.api, self.path, self.mail = api, path, mail
+        self.matches, self.count = None, 0
+        self._response = None
+        self._connection = api._new_connection()  # its own: the answer ends when the worker closes it
+        try:
+            self._connection.request("GET", path, headers=api._headers)
+        except (http.client.HTTPException, OSError) as exc:
+            self._failed(exc)
+
+    def _failed(self, exc):
+        self.close()
+        reason = getattr(exc, "reason", None) or exc
+        raise ArchiveApiError("%s: GET %s%s failed: %s" % (self.api.name, self.api.url, self.path, reason)) from None
+
+    def _line(self):
+        try:
+            line = self._response.readline(self.MAX_LINE)
+            return json.loads(line) if line.endswith(b"\n") else None
+        except (http.client.HTTPException, OSError) as exc:
+            self._failed(exc)
+        except ValueError:
+            return None
+
+    def begin(self):
+        """The number of matches, once the worker has searched; a refused query raises with status 400."""
+        try:
+            self._response = self._connection.getresponse()
+        except (http.client.HTTPException, OSError) as exc:
+            self._failed(exc)
+        if self._response.status >= 300:
+            payload = self._response.read()
+            self.close()
+            try:
+                reason = json.loads(payload.decode("utf-8"))["error"]
+            except (ValueError, KeyError, TypeError):
+                reason = ""
+            raise ArchiveApiError("%s: GET /api/v1/export answered HTTP %s%s" % (
+                self.api.name, self._response.status, (": " + reason) if reason else ""), self._response.status, reason)
+        head = self._line()
+        if not isinstance(head, dict) or not isinstance(head.get("matches"), int):
+            self._cut("its first line")
+        self.matches = head["matches"]
+        return self.matches
+
+    def _cut(self, where):
+        self.close()
+        raise ArchiveApiError("%s: the export's answer ended or broke at %s, after %d of %s messages"
+                              % (self.api.name, where, self.count, self.matches))
+
+    def __iter__(self):
+        while True:
+            line = self._line()
+            if not isinstance(line, dict):
+                self._cut("message %d" % (self.count + 1))
+            if "end" in line or "error" in line:
+                self.close()
+                if "error" in line or line["end"] != self.count or self.count != self.matches:
+                    raise ArchiveApiError("%s: the export stopped after %d of %d messages: %s" % (
+                        self.api.name, self.count, self.matches, line.get("error", "the worker's count differs")))
+                return
+            raw = None
+            if self.mail:
+                try:
+                    raw = self._response.read(line["size"] + 1)
+                except (http.client.HTTPException, OSError) as exc:
+                    self._failed(exc)
+                if len(raw) != line["size"] + 1 or not raw.endswith(b"\n"):
+                    self._cut("the bytes of %s" % line.get("id"))
+                raw = raw[:-1]
+            self.count += 1
+            yield line, raw
+
+    def close(self):
+        self._connection.close()
+
+
+def batches(rows, most_messages, most_bytes):
+    """Rows (dicts with a "size") in groups of at most ``most_messages`` and ``most_bytes`` of mail; a larger
+    message goes alone."""
+    group, size = [], 0
+    for row in rows:
+        if group and (len(group) == most_messages or size + row["size"] > most_bytes):
+            yield group
+            group, size = [], 0
+        group.append(row)
+        size += row["size"]
+    if group:
+        yield group
 
 
 def site_apis(path, timeout=300):

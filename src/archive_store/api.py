@@ -13,6 +13,13 @@
     POST /api/v1/messages/raw          read     {"ids": [...]} (at most 1000, their messages at most
                                                 MAX_BATCH_BYTES together): the raw bytes of each, framed
                                                 as "<id> <length>\n<bytes>\n" (length -1: no such message)
+    GET  /api/v1/export?q=...&participant=...&limit=&fields=&mail=1
+                                       read     every match of a query (at most limit, MAX_EXPORT) in one
+                                                streamed answer, newest first: a JSON line {"matches": n},
+                                                then per message a JSON line of its fields (as search's
+                                                brief=1 and fields=, with size) and, with mail=1, its size
+                                                in bytes and a newline;
+                                                last {"end": n}, or {"error": ...} if it had to stop
     GET  /api/v1/list?since=&until=&after=&limit=
                                        read     id, sha256, Message-ID and arrival time of the
                                                 messages archived in [since, until), by id
@@ -34,6 +41,7 @@ listener, which binds a loopback address only (config.health_listen).
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -44,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from archive_common.client import batches
 from archive_store import __version__, access, metrics, retention
 from archive_store.errors import Refused, StoreError
 from archive_store.index import COLUMNS as SEARCH_FIELDS
@@ -54,6 +63,11 @@ log = logging.getLogger("archive_store.api")
 MAX_LIMIT = 1000
 MAX_BODY = 64 * 1024
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+# An export's matches on one worker (the interface's own limit is 100,000 on the whole site), and how much mail
+# it reads ahead of what it has sent.
+MAX_EXPORT = 100000
+EXPORT_READ_MESSAGES = 200
+EXPORT_READ_BYTES = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 30
 # An import batch's bytes of mail (one message may be larger: the store's max_message_bytes), and its description.
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
@@ -219,6 +233,8 @@ class Handler(_Base):
             client = self._client("holds" if parts == ["api", "v1", "holds"] else "read")
         if client is None:
             return None
+        if parts == ["api", "v1", "export"]:
+            return self._export(client, parse_qs(url.query))
         try:
             with self.server.lock:
                 return self._route(client, parts, parse_qs(url.query))
@@ -327,6 +343,52 @@ class Handler(_Base):
             return self._json(400, {"error": str(exc)})
         self._logged(client, "get raw", ids=held)
         return self._send(200, b"".join(parts), "application/octet-stream")
+
+    def _export(self, client, query):
+        """A whole export's share of this worker in one answer: the matches' fields, each followed by its bytes.
+
+        One search collects the matches (a page at a time, each page searched again from the newest, cost
+        three times as much on 2,000 matches), then the objects are read a few hundred at a time, outside the
+        lock, and written as they come. The answer has no length: it ends when the connection closes, and
+        its last line says whether it is whole.
+        """
+        store = self.server.store
+        try:
+            limit = int(query.get("limit", [str(MAX_EXPORT)])[0])
+            if not 0 < limit <= MAX_EXPORT:
+                raise StoreError(f"export: expected a limit of 1 to {MAX_EXPORT} messages, found {limit}")
+            text, involving = query.get("q", [""])[0], query.get("participant", [])
+            fields = _fields(query.get("fields", [""])[0])
+            fields += ("size",) if fields and "size" not in fields else ()
+            with_mail = query.get("mail", ["1"])[0] == "1"
+            with self.server.lock:
+                rows = store.index.search(text, limit=limit + 1, involving=involving, brief=True)
+            if len(rows) > limit:
+                raise StoreError(f"export {text!r}: matches more than {limit} messages on this worker; narrow it")
+        except (StoreError, ValueError) as exc:
+            return self._json(400, {"error": str(exc)})
+        self.answered, self.close_connection = 200, True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = []
+        try:
+            self.wfile.write(b'{"matches": %d}\n' % len(rows))
+            for group, found in _read_ahead(store, rows, with_mail):
+                for row, (_id, raw) in itertools.zip_longest(group, found, fillvalue=(None, None)):
+                    self.wfile.write(json.dumps({name: row[name] for name in fields} if fields else row).encode("utf-8") + b"\n")
+                    if raw is not None:
+                        self.wfile.write(raw + b"\n")
+                    sent.append(row["id"])
+            self.wfile.write(b'{"end": %d}\n' % len(sent))
+        except StoreError as exc:  # an object retention removed meanwhile: the client stops, naming it
+            self.wfile.write(json.dumps({"error": str(exc)}).encode("utf-8") + b"\n")
+        except OSError as exc:
+            log.info("export for %s at %s cut off after %d messages: %s", client.name, self.client_address[0], len(sent), exc)
+        finally:
+            self._logged(client, "get raw" if with_mail else f"search q={text!r} export", ids=sent)
+        return None
 
     def _dedupe(self, parts, data):
         """The site-wide duplicate pass's endpoints (scope dedupe): arrivals of messages; arrivals recorded on the
@@ -501,6 +563,18 @@ class Handler(_Base):
             row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
         self._logged(client, "get raw" if with_raw else "get metadata", ids=[archive_id])
         return self._json(200, row)
+
+
+def _read_ahead(store, rows, with_mail):
+    """(group, its messages' (id, raw)) for rows in groups, the next group's files read while the caller sends this one."""
+    pending = None
+    for group in batches(rows, EXPORT_READ_MESSAGES, EXPORT_READ_BYTES):
+        started = group, store.get_raw_many([row["id"] for row in group]) if with_mail else iter(())
+        if pending is not None:
+            yield pending
+        pending = started
+    if pending is not None:
+        yield pending
 
 
 def _fields(asked: str) -> tuple:

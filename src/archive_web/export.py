@@ -1,16 +1,19 @@
 """Export selected messages, or every match of a query, as a zip of .eml files or as one mbox file.
 
-The export is streamed: messages are fetched from the workers in batches of up to BATCH_MESSAGES
-messages or BATCH_BYTES of mail (a request to each worker holding some, client.MAX_PAGE at most
-each), the next batch fetched while this one is written out, so the interface's memory does not
-grow with the export and no mail touches its disk.
+The export is streamed, so the interface's memory does not grow with it and no mail touches its disk:
+- a query's matches come in one answer from each worker (GET /api/v1/export, client.ExportStream), all
+  asked for at once and read as they come: each worker searches once and sends every match's fields
+  followed by its bytes;
+- ticked messages are fetched in batches of up to BATCH_MESSAGES messages or BATCH_BYTES of mail (a
+  request to each worker holding some, client.MAX_PAGE at most each), the next batch fetched while
+  this one is written out.
 
     zip       <archive ID>.eml for each message, exactly as archived, then manifest.csv
     mbox      mboxrd (a ">" added to lines starting with ">*From "), LF line endings
     manifest  manifest.csv alone (from the metadata; no mail is read)
 
-Ticked messages come in the order ticked; a query's matches from the workers in turn, each worker's
-newest first (every match is read once, without a merge).
+Ticked messages come in the order ticked; a query's matches as the workers send them, each worker's
+newest first, the workers interleaved (every match is read once, without a merge).
 
 manifest.csv lists archive_id, sha256, message_id, worker, size and, for the mail exported,
 whether its bytes hashed to the stored sha256.  A worker that stops answering part-way
@@ -21,7 +24,9 @@ failed) and the audit trail records the export as incomplete.
 import csv
 import hashlib
 import io
+import queue
 import re
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +43,11 @@ BATCH_MESSAGES = 2500  # about 500 a worker on a five-worker site: per request, 
 # Mail of one batch. Two batches are in memory at once (one written, the next fetched), each twice while its
 # answer is split into messages: at 24 MiB, an export of the realistic mix (median 20 kB) reached 200 MB of RSS.
 BATCH_BYTES = 8 * 1024 * 1024
-# What an export needs of a query's rows (the mbox From line, the manifest, the batches' sizes): under a third
-# of a full row's JSON, which the workers encode and this process decodes thousands of times.
+# What a worker's reader hands over at once: a queue's handover per message cost more than the message.
+HAND_OVER_MESSAGES = 200
+HAND_OVER_BYTES = 1024 * 1024
+# What an export needs of a query's rows (the mbox From line, the manifest): under a third of a full row's
+# JSON, which the workers encode and this process decodes thousands of times.
 ROW_FIELDS = ("sha256", "size", "message_id", "env_from")
 _FROM_LINE = re.compile(rb"^(>*From )", re.M)
 
@@ -63,75 +71,109 @@ class _Sink(io.RawIOBase):
         return data
 
 
-def selected_rows(form):
-    """The metadata rows to export: the ticked IDs in their order, or every match of the query, the workers in turn."""
+def _chosen_rows(chosen):
+    """The metadata rows of the ticked IDs, in their order; another person's message is 404, and audited."""
+    for archive_id in chosen:
+        api = worker_for(archive_id)
+        row = api.message(archive_id)
+        if not g.user.sees_all_mail and not participants.involves(row, g.user.addresses):
+            audit("denied", id=archive_id, wanted="export")
+            abort(404)
+        row["worker"] = api.name
+        yield row
+
+
+def _query_messages(form, with_mail):
+    """(row, raw, verified) for every match of the form's query: one streamed request per worker, all at once,
+    their messages as they come (raw None without mail). Every worker must answer, and the total must be
+    within the limit, before this yields anything."""
     limit = settings().export_max_messages
-    chosen = form.getlist("id")
-    if chosen:
-        if len(chosen) > limit:
-            abort(400, description=f"At most {limit} messages can be exported at once; {len(chosen)} were selected.")
-        for archive_id in chosen:
-            api = worker_for(archive_id)
-            row = api.message(archive_id)
-            if not g.user.sees_all_mail and not participants.involves(row, g.user.addresses):
-                audit("denied", id=archive_id, wanted="export")
-                abort(404)
-            row["worker"] = api.name
-            yield row
-        return
     try:
         query = store_query(form)
     except ValueError as exc:
         abort(400, description=str(exc))
-    mine = participants_of(g.user)
-    # Every worker must answer before the first byte goes out: an export that silently lacked one would be wrong.
-    _rows, _positions, _more, failed = client.search_page(workers(), query, {}, 1, mine)
-    if failed:
-        raise client.ArchiveApiError("export refused, not every worker answers: " + "; ".join(failed.values()))
-
-    def ask_page(pool, api, offset):
-        """This worker's next page of matches, asked for in the pool."""
-        return pool.submit(api.search, query, client.MAX_PAGE, offset, mine, brief=True, fields=ROW_FIELDS)
-
-    def matches(api, pool, ahead):
-        """This worker's matches; ``ahead`` is its first page, asked for already, and each next page is
-        asked for while this one is read."""
-        offset = 0
-        while ahead is not None:
-            page = ahead.result()
-            offset += len(page)
-            ahead = ask_page(pool, api, offset) if len(page) == client.MAX_PAGE else None
-            for row in page:
-                row["worker"] = api.name
-                yield row
-
-    # The workers' matches in turn, so that each batch asks every worker at once; each match is read once.
-    with ThreadPoolExecutor(max_workers=len(workers())) as pool:
-        pending = [matches(api, pool, ask_page(pool, api, 0)) for api in workers()]
-        count = 0
-        while pending:
-            for each in list(pending):
-                row = next(each, None)
-                if row is None:
-                    pending.remove(each)
-                    continue
-                count += 1
-                if count > limit:
-                    abort(400, description=f"The query matches more than {limit} messages, more than one export may hold; narrow it.")
-                yield row
+    streams, failed, refused = [], [], None
+    try:
+        for api in workers():  # every request goes out first: the workers search at the same time
+            try:
+                streams.append(api.export(query, participants_of(g.user), limit, ROW_FIELDS, mail=with_mail))
+            except client.ArchiveApiError as exc:
+                failed.append(str(exc))
+        for each in streams:
+            try:
+                each.begin()
+            except client.ArchiveApiError as exc:
+                refused = exc.reason if exc.status == 400 else refused
+                failed.append(str(exc))
+        if refused is not None:
+            abort(400, description=f"The archive could not run this export: {refused}")
+        if failed:  # an export that silently lacked a worker's mail would be wrong
+            raise client.ArchiveApiError("export refused, not every worker answers: " + "; ".join(failed))
+        if sum(each.matches for each in streams) > limit:
+            abort(400, description=f"The query matches more than {limit} messages, more than one export may hold; narrow it.")
+        yield from _as_they_come(streams)
+    finally:
+        for each in streams:
+            each.close()
 
 
-def _groups(rows):
-    """Rows in groups of at most BATCH_MESSAGES and BATCH_BYTES of mail (a larger message goes alone)."""
-    group, size = [], 0
-    for row in rows:
-        if group and (len(group) == BATCH_MESSAGES or size + row["size"] > BATCH_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(row)
-        size += row["size"]
-    if group:
-        yield group
+def _as_they_come(streams):
+    """(row, raw, verified) from every stream, whichever worker has some ready: a thread per worker reads its
+    answer and hands its messages over a batch at a time, so a worker that is busy for a moment holds up
+    none of the others (taking them in turn made the export wait on whichever was slowest at each step)."""
+    arrived, stop = queue.Queue(maxsize=2 * len(streams)), threading.Event()
+
+    def hand_over(item):
+        while not stop.is_set():
+            try:
+                return arrived.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+
+    def read(each):
+        batch, size = [], 0
+        try:
+            for row, raw in each:
+                row["worker"] = each.api.name
+                batch.append((row, raw))
+                size += row["size"]
+                if len(batch) == HAND_OVER_MESSAGES or size >= HAND_OVER_BYTES:
+                    hand_over(batch)
+                    batch, size = [], 0
+            hand_over(batch)
+            hand_over(None)
+        except (client.ArchiveApiError, OSError, ValueError) as exc:  # ValueError: its connection closed under it
+            hand_over(exc)
+
+    readers = [threading.Thread(target=read, args=(each,), name=f"export-{each.api.name}", daemon=True) for each in streams]
+    for reader in readers:
+        reader.start()
+    try:
+        finished = 0
+        while finished < len(readers):
+            batch = arrived.get()
+            if batch is None:
+                finished += 1
+            elif isinstance(batch, Exception):
+                raise batch
+            else:
+                for row, raw in batch:
+                    yield row, raw, None if raw is None else hashlib.sha256(raw).hexdigest() == row["sha256"]
+    finally:
+        stop.set()  # a reader still going (the download was cut, or another worker failed) stops handing over
+
+
+def selected(form, kind):
+    """(row, raw, verified) for each message the form asks for: the ticked IDs in their order, or every match
+    of its query; raw and verified are None for a manifest, which reads no mail."""
+    chosen = form.getlist("id")
+    if not chosen:
+        return _query_messages(form, kind != "manifest")
+    limit = settings().export_max_messages
+    if len(chosen) > limit:
+        abort(400, description=f"At most {limit} messages can be exported at once; {len(chosen)} were selected.")
+    rows = _chosen_rows(chosen)
+    return ((row, None, None) for row in rows) if kind == "manifest" else _messages(rows)
 
 
 def _fetch(pool, group):
@@ -159,7 +201,7 @@ def _messages(rows):
     """(row, raw, verified) for every row, the next group fetched while the caller writes this one."""
     with ThreadPoolExecutor(max(1, len(workers()))) as pool:
         pending = None
-        for group in _groups(rows):
+        for group in client.batches(rows, BATCH_MESSAGES, BATCH_BYTES):
             started = _fetch(pool, group)
             if pending is not None:
                 yield from _fetched(*pending)
@@ -187,8 +229,8 @@ def _manifest_line(row, verified) -> bytes:
 MANIFEST_HEADER = b"archive_id,sha256,message_id,worker,size,verified\r\n"
 
 
-def stream(kind: str, rows):
-    """The export's bytes, as they are made; audits its start and its end."""
+def stream(kind: str, messages):
+    """The export's bytes, as they are made from (row, raw, verified) ``messages``; audits its start and its end."""
     exported, manifest = [], [MANIFEST_HEADER]
     sink = _Sink()
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) if kind == "zip" else None
@@ -196,11 +238,11 @@ def stream(kind: str, rows):
     try:
         if kind == "manifest":
             yield MANIFEST_HEADER
-            for row in rows:
+            for row, _raw, _verified in messages:
                 exported.append(row["id"])
                 yield _manifest_line(row, None)
         else:
-            for row, raw, verified in _messages(rows):
+            for row, raw, verified in messages:
                 exported.append(row["id"])
                 manifest.append(_manifest_line(row, verified))
                 if archive is not None:
@@ -239,13 +281,13 @@ def export():
         abort(400, description=f"Export format must be one of {', '.join(FORMATS)}, not {kind!r}.")
     chosen = request.form.getlist("id")
     audit("export", format=kind, selected=len(chosen) or None, query=None if chosen else request.form.get("q", ""))
-    rows = selected_rows(request.form)
-    first = next(rows, None)  # a worker that is down, or a bad query, fails here: before any byte is sent
+    messages = selected(request.form, kind)
+    first = next(messages, None)  # a worker that is down, or a bad query, fails here: before any byte is sent
 
     def chained():
         if first is not None:
             yield first
-            yield from rows
+            yield from messages
 
     body = _coalesced(stream(kind, chained()))
     # The headers go out with the first chunk; made here, a failure before it (a worker lost, too many

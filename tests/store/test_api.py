@@ -331,3 +331,84 @@ def test_a_raw_batch_whose_object_is_gone_is_refused_naming_it(served):
     with pytest.raises(ArchiveApiError, match=f"no stored object.*{rows[0]['id']}") as err:
         reader.raw_batch([rows[0]["id"]])
     assert err.value.status == 400
+
+
+def test_an_export_streams_every_match_with_its_exact_bytes_newest_first_and_logs_them(served):
+    env, base = served
+    sent = {}
+    for n, body in enumerate([b"short\r\n", b'{"end": 0}\r\n{"matches": 9}\r\n', b"\r\n", b"x" * 300000 + b"\r\n"]):
+        raw = b"Message-ID: <stream-%d@test>\r\nFrom: %s\r\nSubject: stream %d\r\n\r\n%s" % (
+            n, b"a@example.com" if n % 2 else b"b@example.com", n, body)
+        env.deliver(raw)
+        sent[f"<stream-{n}@test>"] = raw
+    reader = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file))
+    rows = _wait_for(base, env.token, "subject:stream", 4)
+    export = reader.export("subject:stream", fields=("sha256", "message_id"))
+    assert export.begin() == 4
+    got = list(export)
+    assert [row["id"] for row, _raw in got] == [r["id"] for r in rows]  # newest first, as search gives them
+    for row, raw in got:
+        assert raw == sent[row["message_id"]] and set(row) == {"id", "size", "sha256", "message_id"}
+        assert row["sha256"] == hashlib.sha256(raw).hexdigest() and row["size"] == len(raw)
+    logged = json.loads(env.access_log.read_text().splitlines()[-1])
+    assert logged == dict(logged, client="reader", endpoint="get raw", ids=[r["id"] for r in rows])
+    # Metadata alone, and only the mail one of the participants took part in.
+    export = reader.export("subject:stream", participants=["A@example.com"], mail=False)
+    assert export.begin() == 2
+    assert [(row["message_id"], raw) for row, raw in export] == [("<stream-3@test>", None), ("<stream-1@test>", None)]
+    for kwargs, reason in (({"limit": 3}, "matches more than 3 messages"), ({"fields": ("nope",)}, "fields nope unknown"),
+                           ({"limit": 0}, "limit of 1 to 100000")):
+        with pytest.raises(ArchiveApiError, match=reason) as err:
+            reader.export("subject:stream", **kwargs).begin()
+        assert err.value.status == 400
+
+
+def test_an_export_whose_object_is_gone_stops_naming_it(served):
+    env, base = served
+    for n in range(3):
+        env.deliver(b"Message-ID: <cut-%d@test>\r\nSubject: cut %d\r\n\r\nbody\r\n" % (n, n))
+    rows = _wait_for(base, env.token, "subject:cut", 3)
+    env.store(readonly=True).objects.path_for(rows[1]["id"]).unlink()
+    export = ArchiveApi("worker0", base, env.read_token, cafile=str(env.ca.cert_file)).export("subject:cut")
+    export.begin()
+    with pytest.raises(ArchiveApiError, match=f"stopped after 0 of 3 messages: no stored object.*{rows[1]['id']}"):
+        list(export)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"matches": 2}\n{"id": "a", "size": 5}\nhello\n',  # the connection closed after one of two
+    b'{"matches": 1}\n{"id": "a", "size": 5}\nhel',  # within a message's bytes
+    b'{"matches": 1}\n{"id": "a", "size": 5}\nhello\n{"end": 2}\n',  # a count that differs
+    b'not json\n',
+])
+def test_an_export_answer_that_breaks_off_raises_instead_of_yielding_fewer(body):
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        export = ArchiveApi("worker9", f"http://127.0.0.1:{server.server_port}", "t" * 20).export("anything")
+        with pytest.raises(ArchiveApiError, match="worker9: the export"):
+            export.begin()
+            list(export)
+    finally:
+        server.server_close()
+
+
+def test_batches_keep_to_both_limits_and_a_large_message_goes_alone():
+    from archive_common.client import batches
+
+    rows = [{"size": s} for s in (10, 10, 10, 50, 200, 10)]
+    assert [[r["size"] for r in group] for group in batches(rows, 2, 100)] == [[10, 10], [10, 50], [200], [10]]
+    assert list(batches([], 2, 100)) == []

@@ -107,6 +107,8 @@ def test_a_user_sees_only_mail_one_of_their_addresses_took_part_in(site, app):
     for path in (f"/messages/{theirs}", f"/messages/{theirs}/original", f"/messages/{theirs}/html"):
         assert browser.get(path).status_code == 404
     assert browser.post("/export", {"id": [theirs], "format": "zip"}).status_code == 404
+    exported = zipfile.ZipFile(io.BytesIO(browser.post("/export", {"q": "pelican", "format": "zip"}).get_data()))
+    assert exported.namelist() == [f"{mine}.eml", "manifest.csv"] and exported.read(f"{mine}.eml") == site.sent[mine]
     denied = _trail(app, "denied")
     assert {e["detail"]["id"] for e in denied} == {theirs} and all(e["username"] == "erin" for e in denied)
     assert browser.get("/audit").status_code == 403  # the trail is for auditors
@@ -154,6 +156,9 @@ def test_a_worker_that_does_not_answer_is_named_on_the_results_page(site, app):
     assert "still here" in page
     assert "These results are incomplete" in page and "worker1" in page
     assert _trail(app, "search")[0]["detail"]["incomplete"] == ["worker1"]
+    export = browser.post("/export", {"q": "heron", "format": "mbox"})  # never an export that lacks a worker's mail
+    assert export.status_code == 502 and "export refused, not every worker answers: worker1" in _text(export)
+    assert _trail(app, "export_done") == [] and _trail(app, "export_failed") == []
 
 
 def test_a_malformed_query_gets_a_readable_message_not_a_500(app):
@@ -164,6 +169,8 @@ def test_a_malformed_query_gets_a_readable_message_not_a_500(app):
         response = browser.get("/search?q=" + query if "=" not in query else "/search?" + query)
         assert response.status_code == 400 and expected in _text(response), _text(response)
     assert browser.get("/search?q=x&pos=%%%").status_code == 400
+    export = browser.post("/export", {"q": "x after:2026-13-45", "format": "mbox"})
+    assert export.status_code == 400 and "could not run this export: search after: expected a date" in _text(export), _text(export)
     assert browser.get("/messages/not-an-archive-id").status_code == 404
 
 

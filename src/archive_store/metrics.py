@@ -48,7 +48,7 @@ _ENDPOINTS = (
     (re.compile(r"^/api/v1/messages/[^/]+/raw$"), "messages/:id/raw"),
     (re.compile(r"^/api/v1/messages/[^/]+$"), "messages/:id"),
     (re.compile(r"^/api/v1/probes/[^/]+/purge$"), "probes/:run/purge"),
-    (re.compile(r"^/api/v1/(stats|search|list|holds|holds/remove|import|import/known|metrics)$"), None),
+    (re.compile(r"^/api/v1/(stats|search|export|list|holds|holds/remove|import|import/known|metrics)$"), None),
 )
 
 

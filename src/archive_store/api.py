@@ -386,8 +386,9 @@ class Handler(_Base):
             self.wfile.write(json.dumps({"error": str(exc)}).encode("utf-8") + b"\n")
         except OSError as exc:
             log.info("export for %s at %s cut off after %d messages: %s", client.name, self.client_address[0], len(sent), exc)
-        finally:
-            self._logged(client, "get raw" if with_mail else f"search q={text!r} export", ids=sent)
+        finally:  # what was sent, in entries of MAX_LIMIT IDs, as the raw batch logs them
+            for at in range(0, max(len(sent), 1), MAX_LIMIT):
+                self._logged(client, "get raw" if with_mail else f"search q={text!r} export", ids=sent[at:at + MAX_LIMIT])
         return None
 
     def _dedupe(self, parts, data):

@@ -241,15 +241,18 @@ class ExportStream(object):
     def __init__(self, api, path, mail):
         self.api, self.path, self.mail = api, path, mail
         self.matches, self.count = None, 0
-        self._response = None
+        self._response = self._socket = None
         self._connection = api._new_connection()  # its own: the answer ends when the worker closes it
         try:
             self._connection.request("GET", path, headers=api._headers)
         except (http.client.HTTPException, OSError) as exc:
             self._failed(exc)
+        # The socket, kept: once the answer begins, the connection hands it to the response, and close() must
+        # shut it down to wake a thread blocked reading it (closing it alone does not).
+        self._socket = self._connection.sock
 
     def _failed(self, exc):
-        self.close()
+        self._finish()
         reason = getattr(exc, "reason", None) or exc
         raise ArchiveApiError("%s: GET %s%s failed: %s" % (self.api.name, self.api.url, self.path, reason)) from None
 
@@ -270,7 +273,7 @@ class ExportStream(object):
             self._failed(exc)
         if self._response.status >= 300:
             payload = self._response.read()
-            self.close()
+            self._finish()
             try:
                 reason = json.loads(payload.decode("utf-8"))["error"]
             except (ValueError, KeyError, TypeError):
@@ -284,7 +287,7 @@ class ExportStream(object):
         return self.matches
 
     def _cut(self, where):
-        self.close()
+        self._finish()
         raise ArchiveApiError("%s: the export's answer ended or broke at %s, after %d of %s messages"
                               % (self.api.name, where, self.count, self.matches))
 
@@ -294,7 +297,7 @@ class ExportStream(object):
             if not isinstance(line, dict):
                 self._cut("message %d" % (self.count + 1))
             if "end" in line or "error" in line:
-                self.close()
+                self._finish()
                 if "error" in line or line["end"] != self.count or self.count != self.matches:
                     raise ArchiveApiError("%s: the export stopped after %d of %d messages: %s" % (
                         self.api.name, self.count, self.matches, line.get("error", "the worker's count differs")))
@@ -312,7 +315,21 @@ class ExportStream(object):
             yield line, raw
 
     def close(self):
+        """Stop reading, from any thread: a thread blocked in this answer wakes with an error, and the worker
+        stops sending. (The answer itself is closed by the thread reading it, in _finish: http.client's
+        objects are not for two threads at once.)"""
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already, or never connected
+                pass
+            self._socket.close()
         self._connection.close()
+
+    def _finish(self):
+        self.close()
+        if self._response is not None:
+            self._response.close()
 
 
 def batches(rows, most_messages, most_bytes):

@@ -412,3 +412,49 @@ def test_batches_keep_to_both_limits_and_a_large_message_goes_alone():
     rows = [{"size": s} for s in (10, 10, 10, 50, 200, 10)]
     assert [[r["size"] for r in group] for group in batches(rows, 2, 100)] == [[10, 10], [10, 50], [200], [10]]
     assert list(batches([], 2, 100)) == []
+
+
+def test_closing_an_export_wakes_the_thread_reading_it():
+    """The interface's reader threads must not wait out the timeout when the download is cut."""
+    import http.server
+    import threading
+
+    done = threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b'{"matches": 2}\n{"id": "a", "size": 5}\nhello\n')
+            self.wfile.flush()
+            done.wait(30)  # the second message never comes
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        export = ArchiveApi("worker9", f"http://127.0.0.1:{server.server_port}", "t" * 20, timeout=30).export("anything")
+        export.begin()
+        outcome = []
+
+        def read():
+            try:
+                for message in export:
+                    outcome.append(message)
+            except ArchiveApiError as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        wait_until(lambda: outcome, "the first message", timeout=5)  # the reader now waits for the second
+        started = time.monotonic()
+        export.close()
+        reader.join(5)
+        assert not reader.is_alive() and time.monotonic() - started < 2
+        assert isinstance(outcome[-1], ArchiveApiError), outcome
+    finally:
+        done.set()
+        server.server_close()

@@ -22,6 +22,7 @@ failed) and the audit trail records the export as incomplete.
 """
 
 import csv
+import functools
 import hashlib
 import io
 import queue
@@ -210,54 +211,77 @@ def _messages(rows):
             yield from _fetched(*pending)
 
 
+@functools.lru_cache(maxsize=4096)
+def _stamp(second: int) -> bytes:
+    """An mbox From line's date; a worker stores many messages a second, so most are asked for again."""
+    return time.asctime(time.gmtime(second)).encode()
+
+
 def _mbox_entry(row, raw: bytes) -> bytes:
     sender = (row.get("env_from") or "MAILER-DAEMON").replace(" ", "_") or "MAILER-DAEMON"
-    stamp = time.asctime(time.gmtime(ids.unix_time_of(row["id"])))
     body = raw.replace(b"\r\n", b"\n")
     if b"From " in body:  # most mail has no line to escape, and the scan costs more than the rest
         body = _FROM_LINE.sub(rb">\1", body)
-    return b"From %s %s\n%s%s\n" % (sender.encode("utf-8", "replace"), stamp.encode(), body, b"" if body.endswith(b"\n") else b"\n")
+    return b"From %s %s\n%s%s\n" % (sender.encode("utf-8", "replace"), _stamp(int(ids.unix_time_of(row["id"]))), body,
+                                    b"" if body.endswith(b"\n") else b"\n")
 
 
-def _manifest_line(row, verified) -> bytes:
-    out = io.StringIO()
-    csv.writer(out).writerow([row["id"], row["sha256"], row.get("message_id", ""), row.get("worker", ""), row.get("size", ""),
-                              "" if verified is None else ("yes" if verified else "NO")])
-    return out.getvalue().encode("utf-8")
+class _Manifest:
+    """manifest.csv: a line per message exported, written by one CSV writer (one per line cost more than the mbox)."""
 
+    HEADER = ("archive_id", "sha256", "message_id", "worker", "size", "verified")
 
-MANIFEST_HEADER = b"archive_id,sha256,message_id,worker,size,verified\r\n"
+    def __init__(self):
+        self._out = io.StringIO()
+        self._writer = csv.writer(self._out)
+        self._writer.writerow(self.HEADER)
+        self.digest = hashlib.sha256()
+
+    def add(self, row, verified) -> None:
+        self._writer.writerow((row["id"], row["sha256"], row.get("message_id", ""), row.get("worker", ""), row.get("size", ""),
+                               "" if verified is None else ("yes" if verified else "NO")))
+
+    def drain(self) -> bytes:
+        """The lines written since the last drain (the header first), added to the digest of the whole."""
+        data = self._out.getvalue().encode("utf-8")
+        self._out.seek(0)
+        self._out.truncate()
+        self.digest.update(data)
+        return data
 
 
 def stream(kind: str, messages):
     """The export's bytes, as they are made from (row, raw, verified) ``messages``; audits its start and its end."""
-    exported, manifest = [], [MANIFEST_HEADER]
+    exported, manifest, held = [], _Manifest(), []  # held: the zip's manifest lines so far
     sink = _Sink()
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) if kind == "zip" else None
     complete = False
     try:
-        if kind == "manifest":
-            yield MANIFEST_HEADER
-            for row, _raw, _verified in messages:
-                exported.append(row["id"])
-                yield _manifest_line(row, None)
-        else:
-            for row, raw, verified in messages:
-                exported.append(row["id"])
-                manifest.append(_manifest_line(row, verified))
-                if archive is not None:
-                    archive.writestr(f"{row['id']}.eml", raw)
-                    yield sink.drain()
-                else:
-                    yield _mbox_entry(row, raw)
-            if archive is not None:
-                archive.writestr("manifest.csv", b"".join(manifest))
-                archive.close()
+        for row, raw, verified in messages:
+            exported.append(row["id"])
+            manifest.add(row, verified)
+            if kind == "manifest":
+                yield manifest.drain()
+            elif archive is not None:
+                archive.writestr(f"{row['id']}.eml", raw)
                 yield sink.drain()
+            else:
+                yield _mbox_entry(row, raw)
+            if kind != "manifest" and len(exported) % 1000 == 0:
+                lines = manifest.drain()
+                if archive is not None:  # the zip's copy, written last
+                    held.append(lines)
+        if kind == "manifest":
+            yield manifest.drain()  # the header alone, when nothing matched
+        elif archive is not None:
+            archive.writestr("manifest.csv", b"".join(held) + manifest.drain())
+            archive.close()
+            yield sink.drain()
         complete = True
     finally:
+        manifest.drain()
         audit("export_done" if complete else "export_failed", format=kind, count=len(exported), ids=exported,
-              manifest_sha256=hashlib.sha256(b"".join(manifest)).hexdigest() if kind != "manifest" else None)
+              manifest_sha256=manifest.digest.hexdigest() if kind != "manifest" else None)
 
 
 def _coalesced(chunks, size=1 << 18):

@@ -87,6 +87,13 @@ def test_an_auditor_searches_reads_downloads_and_exports(site, app):
     manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
     assert {(r["archive_id"], r["sha256"], r["verified"]) for r in manifest} == {
         (first, site.sha256(first), "yes"), (second, site.sha256(second), "yes")}
+    # The manifest alone lists the query's matches, reading no mail; the audit's manifest digest is the zip's file's.
+    listing = list(csv.DictReader(io.StringIO(browser.post("/export", {"q": "marmalade", "format": "manifest"}).get_data().decode())))
+    assert sorted(r["archive_id"] for r in listing) == sorted([first, second]) and {r["verified"] for r in listing} == {""}
+    zipped = zipfile.ZipFile(io.BytesIO(browser.post("/export", {"q": "marmalade", "format": "zip"}).get_data())).read("manifest.csv")
+    assert zipped.startswith(b"archive_id,sha256,message_id,worker,size,verified\r\n") and zipped.count(b"\r\n") == 3
+    newest = _trail(app, "export_done")[0]  # newest first
+    assert newest["detail"]["format"] == "zip" and newest["detail"]["manifest_sha256"] == hashlib.sha256(zipped).hexdigest()
     actions = [(e["username"], e["action"]) for e in _trail(app)]
     for action in ("login", "search", "view", "download", "export", "export_done"):
         assert ("audrey", action) in actions, action

@@ -33,6 +33,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Blueprint, Response, abort, g, request, stream_with_context
+from werkzeug.exceptions import HTTPException
 
 from archive_common import client, ids, participants
 from archive_web.context import audit, require, settings, worker_for, workers
@@ -306,7 +307,11 @@ def export():
     chosen = request.form.getlist("id")
     audit("export", format=kind, selected=len(chosen) or None, query=None if chosen else request.form.get("q", ""))
     messages = selected(request.form, kind)
-    first = next(messages, None)  # a worker that is down, or a bad query, fails here: before any byte is sent
+    try:  # a worker that is down, a refused query or too many matches fail here, before any byte is sent
+        first = next(messages, None)
+    except (HTTPException, client.ArchiveApiError) as exc:
+        audit("export_failed", format=kind, count=0, reason=getattr(exc, "description", None) or str(exc))
+        raise
 
     def chained():
         if first is not None:

@@ -165,7 +165,8 @@ def test_a_worker_that_does_not_answer_is_named_on_the_results_page(site, app):
     assert _trail(app, "search")[0]["detail"]["incomplete"] == ["worker1"]
     export = browser.post("/export", {"q": "heron", "format": "mbox"})  # never an export that lacks a worker's mail
     assert export.status_code == 502 and "export refused, not every worker answers: worker1" in _text(export)
-    assert _trail(app, "export_done") == [] and _trail(app, "export_failed") == []
+    [failed] = _trail(app, "export_failed")
+    assert failed["detail"]["count"] == 0 and "worker1" in failed["detail"]["reason"] and _trail(app, "export_done") == []
 
 
 def test_a_malformed_query_gets_a_readable_message_not_a_500(app):
@@ -178,6 +179,7 @@ def test_a_malformed_query_gets_a_readable_message_not_a_500(app):
     assert browser.get("/search?q=x&pos=%%%").status_code == 400
     export = browser.post("/export", {"q": "x after:2026-13-45", "format": "mbox"})
     assert export.status_code == 400 and "could not run this export: search after: expected a date" in _text(export), _text(export)
+    assert "expected a date" in _trail(app, "export_failed")[0]["detail"]["reason"]  # refused exports are audited too
     assert browser.get("/messages/not-an-archive-id").status_code == 404
 
 

@@ -16,9 +16,11 @@ Ticked messages come in the order ticked; a query's matches as the workers send 
 newest first, the workers interleaved (every match is read once, without a merge).
 
 manifest.csv lists archive_id, sha256, message_id, worker, size and, for the mail exported,
-whether its bytes hashed to the stored sha256.  A worker that stops answering part-way
-aborts the download (the transfer ends without its last chunk, so the browser reports it
-failed) and the audit trail records the export as incomplete.
+whether its bytes hashed to the stored sha256.  An export refused before its first byte (a
+worker that does not answer, a query the store refuses, more matches than export_max_messages)
+gets a readable page; one that fails part-way (a worker stops answering, or its answer breaks
+off) aborts the download (the transfer ends without its last chunk, so the browser reports it
+failed). Either way the audit trail records export_failed.
 """
 
 import csv

@@ -104,20 +104,27 @@ class ArchiveApi(object):
                 if reused and attempt == 1 and not isinstance(exc, socket.timeout):
                     self.close()  # a restarted worker closed every kept-alive connection, not only this one
                     continue
-                reason = getattr(exc, "reason", None) or exc
-                raise ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, reason)) from None
+                raise self._failure(method, path, exc) from None
         if response.will_close:
             connection.close()
         else:
             self._idle.put(connection)
         if response.status >= 300:
-            try:
-                reason = json.loads(payload.decode("utf-8"))["error"]
-            except (ValueError, KeyError, TypeError):
-                reason = ""
-            raise ArchiveApiError("%s: %s %s answered HTTP %s%s" % (
-                self.name, method, path, response.status, (": " + reason) if reason else ""), response.status, reason)
+            raise self._refusal(method, path, response.status, payload)
         return payload
+
+    def _failure(self, method, path, exc):
+        """The error for a request that got no answer."""
+        return ArchiveApiError("%s: %s %s%s failed: %s" % (self.name, method, self.url, path, getattr(exc, "reason", None) or exc))
+
+    def _refusal(self, method, path, status, payload):
+        """The error for an answer of HTTP ``status`` >= 300, with the worker's own reason if it gave one."""
+        try:
+            reason = json.loads(payload.decode("utf-8"))["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = ""
+        return ArchiveApiError("%s: %s %s answered HTTP %s%s" % (self.name, method, path, status, (": " + reason) if reason else ""),
+                               status, reason)
 
     def get_json(self, path):
         try:
@@ -253,8 +260,7 @@ class ExportStream(object):
 
     def _failed(self, exc):
         self._finish()
-        reason = getattr(exc, "reason", None) or exc
-        raise ArchiveApiError("%s: GET %s%s failed: %s" % (self.api.name, self.api.url, self.path, reason)) from None
+        raise self.api._failure("GET", self.path, exc) from None
 
     def _line(self):
         try:
@@ -274,12 +280,7 @@ class ExportStream(object):
         if self._response.status >= 300:
             payload = self._response.read()
             self._finish()
-            try:
-                reason = json.loads(payload.decode("utf-8"))["error"]
-            except (ValueError, KeyError, TypeError):
-                reason = ""
-            raise ArchiveApiError("%s: GET /api/v1/export answered HTTP %s%s" % (
-                self.api.name, self._response.status, (": " + reason) if reason else ""), self._response.status, reason)
+            raise self.api._refusal("GET", "/api/v1/export", self._response.status, payload)
         head = self._line()
         if not isinstance(head, dict) or not isinstance(head.get("matches"), int):
             self._cut("its first line")
@@ -330,6 +331,19 @@ class ExportStream(object):
         self.close()
         if self._response is not None:
             self._response.close()
+
+
+def started_ahead(items, start):
+    """(item, start(item)) for each item, the next item's start() called before this one is handed out, so that
+    its work (a request, the reading of files) runs while the caller uses this one."""
+    pending = None
+    for item in items:
+        started = item, start(item)
+        if pending is not None:
+            yield pending
+        pending = started
+    if pending is not None:
+        yield pending
 
 
 def batches(rows, most_messages, most_bytes):

@@ -52,7 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from archive_common.client import batches
+from archive_common.client import batches, started_ahead
 from archive_store import __version__, access, metrics, retention
 from archive_store.errors import Refused, StoreError
 from archive_store.index import COLUMNS as SEARCH_FIELDS
@@ -375,7 +375,9 @@ class Handler(_Base):
         sent = []
         try:
             self.wfile.write(b'{"matches": %d}\n' % len(rows))
-            for group, found in _read_ahead(store, rows, with_mail):
+            # The next group's files are read while this one is sent.
+            for group, found in started_ahead(batches(rows, EXPORT_READ_MESSAGES, EXPORT_READ_BYTES), lambda group: (
+                    store.get_raw_many([row["id"] for row in group]) if with_mail else iter(()))):
                 for row, (_id, raw) in itertools.zip_longest(group, found, fillvalue=(None, None)):
                     self.wfile.write(json.dumps({name: row[name] for name in fields} if fields else row).encode("utf-8") + b"\n")
                     if raw is not None:
@@ -564,18 +566,6 @@ class Handler(_Base):
             row["raw_b64"] = base64.b64encode(store.get_raw(archive_id)).decode("ascii")
         self._logged(client, "get raw" if with_raw else "get metadata", ids=[archive_id])
         return self._json(200, row)
-
-
-def _read_ahead(store, rows, with_mail):
-    """(group, its messages' (id, raw)) for rows in groups, the next group's files read while the caller sends this one."""
-    pending = None
-    for group in batches(rows, EXPORT_READ_MESSAGES, EXPORT_READ_BYTES):
-        started = group, store.get_raw_many([row["id"] for row in group]) if with_mail else iter(())
-        if pending is not None:
-            yield pending
-        pending = started
-    if pending is not None:
-        yield pending
 
 
 def _fields(asked: str) -> tuple:

@@ -96,11 +96,11 @@ def _query_messages(form, with_mail):
         query = store_query(form)
     except ValueError as exc:
         abort(400, description=str(exc))
-    streams, failed, refused = [], [], None
+    mine, streams, failed, refused = participants_of(g.user), [], [], None
     try:
         for api in workers():  # every request goes out first: the workers search at the same time
             try:
-                streams.append(api.export(query, participants_of(g.user), limit, ROW_FIELDS, mail=with_mail))
+                streams.append(api.export(query, mine, limit, ROW_FIELDS, mail=with_mail))
             except client.ArchiveApiError as exc:
                 failed.append(str(exc))
         for each in streams:
@@ -181,12 +181,12 @@ def selected(form, kind):
 
 
 def _fetch(pool, group):
-    """Start fetching a group's mail, one request per worker at once; returns (group, futures)."""
+    """Start fetching a group's mail, one request per worker at once; returns the requests' futures."""
     by_worker = {}
     for row in group:  # worker_for needs the request's context, which the pool's threads lack
         by_worker.setdefault(worker_for(row["id"]), []).append(row["id"])
-    return group, [pool.submit(api.raw_batch, wanted[at:at + client.MAX_PAGE])
-                   for api, wanted in by_worker.items() for at in range(0, len(wanted), client.MAX_PAGE)]
+    return [pool.submit(api.raw_batch, wanted[at:at + client.MAX_PAGE])
+            for api, wanted in by_worker.items() for at in range(0, len(wanted), client.MAX_PAGE)]
 
 
 def _fetched(group, futures):
@@ -204,14 +204,9 @@ def _fetched(group, futures):
 def _messages(rows):
     """(row, raw, verified) for every row, the next group fetched while the caller writes this one."""
     with ThreadPoolExecutor(max(1, len(workers()))) as pool:
-        pending = None
-        for group in client.batches(rows, BATCH_MESSAGES, BATCH_BYTES):
-            started = _fetch(pool, group)
-            if pending is not None:
-                yield from _fetched(*pending)
-            pending = started
-        if pending is not None:
-            yield from _fetched(*pending)
+        for group, futures in client.started_ahead(client.batches(rows, BATCH_MESSAGES, BATCH_BYTES),
+                                                   lambda group: _fetch(pool, group)):
+            yield from _fetched(group, futures)
 
 
 @functools.lru_cache(maxsize=4096)

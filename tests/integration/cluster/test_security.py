@@ -61,6 +61,38 @@ def test_tls_is_offered_and_used_on_every_hop(site):
     assert all(" with ESMTPS " in hop for hop in transit), transit
 
 
+def test_the_gateway_never_relays_to_a_worker_in_plaintext(site):
+    """A worker whose postfix stops offering STARTTLS gets nothing: the gateway's TLS policy for the
+    archive domain says encrypt, so it hands each message to another worker instead of sending it
+    in the clear (smtp_tls_security_level may alone would)."""
+    spooled = [w for w in site.workers if site.receiver[w] != "smtp"]
+    if not spooled:
+        pytest.skip("every worker has worker_receiver smtp: the store requires STARTTLS itself")
+    worker = spooled[-1]
+    policy = docker_exec(site.gateways[0], "postmap", "-q", site.archive_domain, "hash:/etc/postfix/tls_policy").stdout.strip()
+    assert policy == "encrypt", policy
+
+    def offers_starttls():
+        script = ("import smtplib,sys\ns = smtplib.SMTP(sys.argv[1], 25, timeout=30); s.ehlo('archive-gw.example.com')\n"
+                  "print(s.has_extn('starttls')); s.quit()\n")
+        return docker_exec(site.gateways[0], "python3", "-c", script, site.ip[worker]).stdout.strip() == "True"
+
+    docker_exec(worker, "sh", "-c", "postconf -e smtpd_tls_security_level=none && postfix reload")
+    try:
+        wait_until(lambda: not offers_starttls(), timeout=150, what=f"{worker}'s smtpd without STARTTLS")
+        since = int(time.time()) - 2
+        messages = [f"Subject: no plaintext {since} {n}\r\n\r\nonly over TLS\r\n".encode() for n in range(30)]
+        send_all(site, messages)
+        wanted = {hashlib.sha256(raw).hexdigest(): "plaintext" for raw in messages}
+        found = archived_since(site, since, wanted)
+    finally:
+        docker_exec(worker, "sh", "-c", "postconf -e smtpd_tls_security_level=may && postfix reload")
+    assert set(found) == set(wanted), f"{len(wanted) - len(found)} of {len(wanted)} not archived"
+    # Thirty messages over five workers: without the policy, this worker would get about six.
+    assert not [sha for sha, where in found.items() if worker in where], found
+    wait_until(offers_starttls, timeout=150, what=f"{worker}'s smtpd with STARTTLS again")
+
+
 def converge_gateways(*extra):
     proc = playbook("site.yml", "--limit", "gateways", *extra)
     assert proc.returncode == 0, proc.stdout[-3000:]

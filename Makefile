@@ -78,8 +78,12 @@ lint: venv
 deps-browser:
 	@dpkg -s chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+## Its whole output goes to .molecule.log too; when it fails, the failed tests' lines are printed last,
+## after the destroy steps, where a log's tail shows them.
 molecule: venv images deps-browser
-	molecule test --all
+	@set +e; molecule test --all 2>&1 | tee $(CURDIR)/.molecule.log; rc=$${PIPESTATUS[0]}; \
+	if [ $$rc -ne 0 ]; then echo "--- what failed (whole output: .molecule.log):"; \
+	  grep -E '^(FAILED|ERROR) |^E  |^fatal: |Executed: Failed' $(CURDIR)/.molecule.log | tail -60; fi; exit $$rc
 
 ## The fault, hostile-input and security tests: the cluster scenario, then the dr scenario (the DR
 ## site down under load), each with the tests of tests/integration/faults added (about 45 minutes together).

@@ -58,6 +58,8 @@ HERE = Path(__file__).resolve().parent
 # The units measured on their own: their cgroups under the container's system.slice, and the row's name.
 UNITS = {"system-postfix.slice/postfix@-.service": "postfix", "archive-store.service": "store", "named.service": "dns"}
 GATEWAY_VIRTUAL = "/etc/postfix/virtual"
+# Connection reuse over TLS needs this service (Debian's master.cf has it commented out).
+TLSPROXY = "tlsproxy unix - - y - 0 tlsproxy"
 MIX_DIR = "/var/lib/archive-cpu-mix"  # the realistic mix's messages in the sender's container
 
 SENDER = r'''
@@ -213,21 +215,25 @@ def set_dr_copy(on):
 
 
 def gateway_settings(settings):
-    """Set main.cf parameters on archive-gw (``name=value`` each) and reload; return the lines that put back
-    what was there (postconf -X for a parameter that was not set)."""
+    """Set main.cf parameters (``name=value``) and master.cf services (``service/type=entry``, as postconf -M takes
+    them) on archive-gw and reload; return the postconf arguments that put back what was there."""
     undo = []
     for setting in settings:
         name = setting.split("=", 1)[0].strip()
-        was = sh("archive-gw", f"postconf -n {name}", check=False).stdout.strip()
-        undo.append(was if was else f"-X {name}")
-        sh("archive-gw", f"postconf -e '{setting}'")
+        flag = "M" if "/" in name else ""
+        was = sh("archive-gw", f"postconf -{flag or 'n'} {name}", check=False).stdout.strip()
+        if not was:
+            undo.append(f"-{flag}X {name}")
+        else:
+            undo.append(f"-{flag}e '{name}={was}'" if flag else f"-e '{was}'")
+        sh("archive-gw", f"postconf -{flag}e '{setting}'")
     sh("archive-gw", "postfix reload")
     return undo
 
 
 def restore_gateway(undo):
-    for line in undo:
-        sh("archive-gw", f"postconf -X {line[3:]}" if line.startswith("-X ") else f"postconf -e '{line}'")
+    for arguments in undo:
+        sh("archive-gw", f"postconf {arguments}")
     if undo:
         sh("archive-gw", "postfix reload")
 
@@ -289,7 +295,13 @@ def main():
     parser.add_argument("--gateway-set", action="append", default=[], metavar="NAME=VALUE",
                         help="a main.cf setting on archive-gw for these runs (put back after them), e.g. "
                              "smtp_connection_cache_on_demand=yes")
+    parser.add_argument("--gateway-reuse", type=int, metavar="N",
+                        help="the gateway reuses each TLS connection to a worker for up to N messages: tlsproxy in "
+                             "its master.cf and the three main.cf settings, for these runs")
     args = parser.parse_args()
+    if args.gateway_reuse:
+        args.gateway_set += [f"tlsproxy/unix={TLSPROXY}", "smtp_connection_cache_on_demand=yes",
+                             "smtp_tls_connection_reuse=yes", f"smtp_connection_reuse_count_limit={args.gateway_reuse}"]
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit("cpu.py: terminated; the gateway's settings put back"))
     primary = lab.workers()
     dr = lab.workers("inventories/lab-dr")

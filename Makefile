@@ -78,18 +78,15 @@ lint: venv
 deps-browser:
 	@dpkg -s chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-## Its whole output goes to .molecule.log too; when it fails, the failed tests' lines are printed last,
-## after the destroy steps, where a log's tail shows them.
+## scripts/molecule-test.sh keeps the whole output in .molecule.log and prints the failed tests' lines last.
 molecule: venv images deps-browser
-	@set +e; molecule test --all 2>&1 | tee $(CURDIR)/.molecule.log; rc=$${PIPESTATUS[0]}; \
-	if [ $$rc -ne 0 ]; then echo "--- what failed (whole output: .molecule.log):"; \
-	  grep -E '^(FAILED|ERROR) |^E  |^fatal: |Executed: Failed' $(CURDIR)/.molecule.log | tail -60; fi; exit $$rc
+	scripts/molecule-test.sh --all
 
 ## The fault, hostile-input and security tests: the cluster scenario, then the dr scenario (the DR
 ## site down under load), each with the tests of tests/integration/faults added (about 45 minutes together).
 test-faults: venv images
-	MAILARCHIVE_FAULTS=faults molecule test -s cluster
-	MAILARCHIVE_FAULTS=faults molecule test -s dr
+	MAILARCHIVE_FAULTS=faults scripts/molecule-test.sh -s cluster
+	MAILARCHIVE_FAULTS=faults scripts/molecule-test.sh -s dr
 
 ## make lab: both sites in local containers (the DR site first: the primary's
 ## gateways copy every message to it), then proof that mail flows and that

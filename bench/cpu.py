@@ -293,8 +293,8 @@ def main():
     parser.add_argument("-s", "--sessions", type=int, default=20)
     parser.add_argument("--idle", type=float, default=20, help="seconds the idle lab is watched before each run")
     parser.add_argument("--gateway-set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a main.cf setting on archive-gw for these runs (put back after them), e.g. "
-                             "smtp_connection_cache_on_demand=yes")
+                        help="a main.cf setting, or a master.cf service as service/type=entry, on archive-gw for these runs "
+                             "(put back after them), e.g. smtp_connection_cache_on_demand=yes")
     parser.add_argument("--gateway-reuse", type=int, metavar="N",
                         help="the gateway reuses each TLS connection to a worker for up to N messages: tlsproxy in "
                              "its master.cf and the three main.cf settings, for these runs")

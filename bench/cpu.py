@@ -37,16 +37,26 @@ Loads:
 
 Prints, per run, the CPU-milliseconds per archived message of each component
 and end to end (every component but the sender), and the run's archive rate.
+
+With ``--perf`` (root, and Debian's ``linux-perf``), ``perf record -a`` samples
+the whole machine during the load's window, and the run also prints each
+process's share: CPU-ms a message per role (gateway, worker, ...) and command
+(smtpd, cleanup, smtp, python3 for the store), and how much of it the kernel
+spent (network stack, file writes) on the process's behalf. Each sampled thread
+is placed in its container from /proc, read every half second while the load
+runs (postfix's processes live for up to 100 messages, so none is missed).
 """
 
 import argparse
 import concurrent.futures
+import contextlib
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,7 +70,8 @@ UNITS = {"system-postfix.slice/postfix@-.service": "postfix", "archive-store.ser
 GATEWAY_VIRTUAL = "/etc/postfix/virtual"
 # Connection reuse over TLS needs this service (Debian's master.cf has it commented out).
 TLSPROXY = "tlsproxy unix - - y - 0 tlsproxy"
-MIX_DIR = "/var/lib/archive-cpu-mix"  # the realistic mix's messages in the sender's container
+MIX_DIR = "/var/lib/archive-cpu-mix"
+LOAD_COMMANDS = ("smtp-source", "python3")  # what sends the load in the sender's container  # the realistic mix's messages in the sender's container
 
 SENDER = r'''
 import concurrent.futures, os, smtplib, ssl, sys
@@ -238,6 +249,100 @@ def restore_gateway(undo):
         sh("archive-gw", "postfix reload")
 
 
+class Profile:
+    """``perf record -a`` over a window, and the lab container each sampled thread ran in."""
+
+    def __init__(self, containers):
+        self.ids = {cid: name for name, cid in containers.items()}  # short container ID -> lab name
+        self.where = {}  # thread id -> lab name
+        self.folder = Path(tempfile.mkdtemp(prefix="archive-cpu-perf-"))
+        self.done = threading.Event()
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        if shutil.which("perf") is None:
+            raise SystemExit("--perf needs perf (Debian's linux-perf) on this machine")
+        self.perf = subprocess.Popen(["perf", "record", "-a", "-q", "-e", "cpu-clock", "-F", "499",
+                                      "-o", str(self.folder / "perf.data")], stderr=subprocess.PIPE, text=True)
+        self.watcher.start()
+        time.sleep(1)  # perf's start-up, so that the load's first second is sampled
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.watcher.join()
+        self.perf.send_signal(signal.SIGINT)
+        if self.perf.wait(timeout=60) not in (0, -signal.SIGINT) and not exc[0]:  # perf ends by SIGINT once written
+            raise SystemExit(f"perf record failed: {self.perf.stderr.read().strip()}")
+
+    def _watch(self):
+        while not self.done.wait(0.5):
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    self._place(proc)
+
+    def _place(self, proc):
+        try:
+            cgroup = (proc / "cgroup").read_text()
+            tasks = [task.name for task in (proc / "task").iterdir()]
+        except OSError:
+            return  # it ended
+        for cid, name in self.ids.items():
+            if f"/docker/{cid}" in cgroup or f"docker-{cid}" in cgroup:
+                for tid in tasks:
+                    self.where[int(tid)] = name
+                return
+
+    def rows(self):
+        """{(container, command): (CPU-seconds, of it in the kernel)}; the container is "host" for the machine's own
+        processes (dockerd, for one: it answers the containers' DNS on 127.0.0.11)."""
+        report = subprocess.run(["perf", "report", "-i", str(self.folder / "perf.data"), "--stdio", "-q",
+                                 "--no-children", "-g", "none", "--sort", "pid,dso", "-F", "period,pid,dso", "-t", "\t"],
+                                capture_output=True, text=True, check=True).stdout
+        shutil.rmtree(self.folder)
+        rows = {}
+        for line in report.splitlines():
+            fields = [field.strip() for field in line.split("\t")]
+            if len(fields) != 3:
+                continue  # a blank line between sections
+            period, thread, dso = fields
+            tid, _, command = thread.partition(":")
+            if int(tid) <= 0:
+                continue  # the idle loop
+            container = self.where.get(int(tid), "host")
+            seconds, kernel = rows.get((container, command), (0.0, 0.0))
+            ns = int(period) / 1e9
+            rows[(container, command)] = (seconds + ns, kernel + (ns if dso == "[kernel.kallsyms]" else 0.0))
+        return rows
+
+
+def role(container):
+    """The row a container's processes are reported under: the workers summed, the DR site summed."""
+    if container.startswith("dr-"):
+        return "DR site"
+    if container.startswith("archive-gw"):
+        return "gateway"
+    return "worker" if container.startswith("worker") else container
+
+
+def print_profile(profile, sender, messages):
+    """Each role's commands by CPU-ms a message, with the kernel's part of each."""
+    roles = {}
+    for (container, command), (seconds, kernel) in profile.rows().items():
+        if container == sender and command in LOAD_COMMANDS:
+            continue
+        total, in_kernel = roles.get((role(container), command), (0.0, 0.0))
+        roles[(role(container), command)] = (total + seconds, in_kernel + kernel)
+    print("  by process (perf, the machine sampled at 499 Hz during the load):")
+    for (name, command), (seconds, kernel) in sorted(roles.items(), key=lambda item: -item[1][0]):
+        if seconds * 1000 / messages >= 0.05:
+            print(f"    {name:10s} {command:16s} {seconds * 1000 / messages:6.2f} CPU-ms/msg, {kernel / seconds:4.0%} in the kernel")
+    lab_total = sum(seconds for (name, _), (seconds, _) in roles.items() if name != "host")
+    host_total = sum(seconds for (name, _), (seconds, _) in roles.items() if name == "host")
+    print(f"    the lab's containers {lab_total * 1000 / messages:.2f} CPU-ms/msg; the machine's own processes "
+          f"{host_total * 1000 / messages:.2f} (dockerd, perf, this script)")
+
+
 def run(args, path, primary, dr):
     containers = lab_containers()
     if path != "dr":
@@ -255,9 +360,12 @@ def run(args, path, primary, dr):
     else:
         command, sent = prepare(args, sender, f"{GATEWAY_IP}:25", "archive@archive-gw.example.com")
     count = stored(workers)
+    profile = Profile(containers) if args.perf else contextlib.nullcontext()
     before = sample(containers)
-    subprocess.run(command, input=SENDER if args.load == "realistic" else None, text=True, capture_output=True, check=True)
-    until(workers, count, want)
+    with profile:
+        subprocess.run(command, input=SENDER if args.load == "realistic" else None, text=True, capture_output=True,
+                       check=True)
+        until(workers, count, want)
     if args.load == "realistic":
         sh(sender, f"rm -rf {MIX_DIR}", check=False)
     spread = {name: held - count[name] for name, held in stored(workers).items() if not name.startswith("dr-")}
@@ -282,6 +390,8 @@ def run(args, path, primary, dr):
         mean = sum(spread.values()) / len(spread)
         print(f"  spread: {' '.join(f'{name}={got}' for name, got in spread.items())} "
               f"(each within {max(abs(got - mean) for got in spread.values()) / mean:.1%} of the mean)")
+    if args.perf:
+        print_profile(profile, sender, args.messages)
 
 
 def main():
@@ -298,6 +408,8 @@ def main():
     parser.add_argument("--gateway-reuse", type=int, metavar="N",
                         help="the gateway reuses each TLS connection to a worker for up to N messages: tlsproxy in "
                              "its master.cf and the three main.cf settings, for these runs")
+    parser.add_argument("--perf", action="store_true",
+                        help="also sample the machine with perf during each load and print CPU-ms a message by process")
     args = parser.parse_args()
     if args.gateway_reuse:
         args.gateway_set += [f"tlsproxy/unix={TLSPROXY}", "smtp_connection_cache_on_demand=yes",

@@ -44,7 +44,8 @@ process's share: CPU-ms a message per role (gateway, worker, ...) and command
 (smtpd, cleanup, smtp, python3 for the store), and how much of it the kernel
 spent (network stack, file writes) on the process's behalf. Each sampled thread
 is placed in its container from /proc, read every half second while the load
-runs (postfix's processes live for up to 100 messages, so none is missed).
+runs (postfix's processes live for up to 100 messages, so none is missed). Work
+that is not the load's (a backup, a timer) shows under its own process's name.
 """
 
 import argparse

@@ -71,8 +71,8 @@ UNITS = {"system-postfix.slice/postfix@-.service": "postfix", "archive-store.ser
 GATEWAY_VIRTUAL = "/etc/postfix/virtual"
 # Connection reuse over TLS needs this service (Debian's master.cf has it commented out).
 TLSPROXY = "tlsproxy unix - - y - 0 tlsproxy"
-MIX_DIR = "/var/lib/archive-cpu-mix"
-LOAD_COMMANDS = ("smtp-source", "python3")  # what sends the load in the sender's container  # the realistic mix's messages in the sender's container
+MIX_DIR = "/var/lib/archive-cpu-mix"  # the realistic mix's messages in the sender's container
+LOAD_COMMANDS = ("smtp-source", "python3")  # what sends the load in the sender's container
 
 SENDER = r'''
 import concurrent.futures, os, smtplib, ssl, sys
@@ -265,8 +265,11 @@ class Profile:
             raise SystemExit("--perf needs perf (Debian's linux-perf) on this machine")
         self.perf = subprocess.Popen(["perf", "record", "-a", "-q", "-e", "cpu-clock", "-F", "499",
                                       "-o", str(self.folder / "perf.data")], stderr=subprocess.PIPE, text=True)
-        self.watcher.start()
         time.sleep(1)  # perf's start-up, so that the load's first second is sampled
+        if self.perf.poll() is not None:
+            shutil.rmtree(self.folder)
+            raise SystemExit(f"perf record did not start: {self.perf.stderr.read().strip()}")
+        self.watcher.start()
         return self
 
     def __exit__(self, *exc):
@@ -297,10 +300,12 @@ class Profile:
     def rows(self):
         """{(container, command): (CPU-seconds, of it in the kernel)}; the container is "host" for the machine's own
         processes (dockerd, for one: it answers the containers' DNS on 127.0.0.11)."""
-        report = subprocess.run(["perf", "report", "-i", str(self.folder / "perf.data"), "--stdio", "-q",
-                                 "--no-children", "-g", "none", "--sort", "pid,dso", "-F", "period,pid,dso", "-t", "\t"],
-                                capture_output=True, text=True, check=True).stdout
-        shutil.rmtree(self.folder)
+        try:
+            report = subprocess.run(["perf", "report", "-i", str(self.folder / "perf.data"), "--stdio", "-q", "--no-children",
+                                     "-g", "none", "--sort", "pid,dso", "-F", "period,pid,dso", "-t", "\t"],
+                                    capture_output=True, text=True, check=True).stdout
+        finally:
+            shutil.rmtree(self.folder)
         rows = {}
         for line in report.splitlines():
             fields = [field.strip() for field in line.split("\t")]

@@ -312,7 +312,7 @@ class Profile:
             if len(fields) != 3:
                 continue  # a blank line between sections
             period, thread, dso = fields
-            tid, _, command = thread.partition(":")
+            tid, command = thread.split(":", 1)
             if int(tid) <= 0:
                 continue  # the idle loop
             container = self.where.get(int(tid), "host")
@@ -343,8 +343,8 @@ def print_profile(profile, sender, messages):
     for (name, command), (seconds, kernel) in sorted(roles.items(), key=lambda item: -item[1][0]):
         if seconds * 1000 / messages >= 0.05:
             print(f"    {name:10s} {command:16s} {seconds * 1000 / messages:6.2f} CPU-ms/msg, {kernel / seconds:4.0%} in the kernel")
-    lab_total = sum(seconds for (name, _), (seconds, _) in roles.items() if name != "host")
-    host_total = sum(seconds for (name, _), (seconds, _) in roles.items() if name == "host")
+    lab_total = sum(cpu[0] for key, cpu in roles.items() if key[0] != "host")
+    host_total = sum(cpu[0] for key, cpu in roles.items() if key[0] == "host")
     print(f"    the lab's containers {lab_total * 1000 / messages:.2f} CPU-ms/msg; the machine's own processes "
           f"{host_total * 1000 / messages:.2f} (dockerd, perf, this script)")
 

@@ -142,14 +142,22 @@ def delta(before, after):
     return {key: b[key] - a.get(key, 0.0) for key in b}, t1 - t0
 
 
+def role(container):
+    """What a container is in the lab: the gateways, the workers and the DR site are each summed."""
+    if container.startswith("dr-"):
+        return "DR site"
+    if container.startswith("archive-gw"):
+        return "gateway"
+    return "worker" if container.startswith("worker") else container
+
+
 def component(container, part):
     """The row a container's part is reported under."""
-    if container.startswith("dr-"):
+    name = role(container)
+    if name == "DR site":
         return "DR site (all of it)"
-    if container.startswith("archive-gw"):
-        return f"gateway {part}"
-    if container.startswith("worker"):
-        return f"worker {part}"
+    if name in ("gateway", "worker"):
+        return f"{name} {part}"
     if part == "dns":
         return "DNS (named)"
     return f"{container} (rest of the lab)"
@@ -297,44 +305,30 @@ class Profile:
                     self.where[int(tid)] = name
                 return
 
-    def rows(self):
-        """{(container, command): (CPU-seconds, of it in the kernel)}; the container is "host" for the machine's own
-        processes (dockerd, for one: it answers the containers' DNS on 127.0.0.11)."""
+    def samples(self):
+        """(container, command, CPU-seconds, of it in the kernel) for each thread and shared object; the container is
+        "host" for the machine's own processes (dockerd, for one: it answers the containers' DNS on 127.0.0.11)."""
         try:
             report = subprocess.run(["perf", "report", "-i", str(self.folder / "perf.data"), "--stdio", "-q", "--no-children",
                                      "-g", "none", "--sort", "pid,dso", "-F", "period,pid,dso", "-t", "\t"],
                                     capture_output=True, text=True, check=True).stdout
         finally:
             shutil.rmtree(self.folder)
-        rows = {}
         for line in report.splitlines():
             fields = [field.strip() for field in line.split("\t")]
             if len(fields) != 3:
                 continue  # a blank line between sections
             period, thread, dso = fields
             tid, command = thread.split(":", 1)
-            if int(tid) <= 0:
-                continue  # the idle loop
-            container = self.where.get(int(tid), "host")
-            seconds, kernel = rows.get((container, command), (0.0, 0.0))
-            ns = int(period) / 1e9
-            rows[(container, command)] = (seconds + ns, kernel + (ns if dso == "[kernel.kallsyms]" else 0.0))
-        return rows
-
-
-def role(container):
-    """The row a container's processes are reported under: the workers summed, the DR site summed."""
-    if container.startswith("dr-"):
-        return "DR site"
-    if container.startswith("archive-gw"):
-        return "gateway"
-    return "worker" if container.startswith("worker") else container
+            if int(tid) > 0:  # 0 is the idle loop
+                seconds = int(period) / 1e9
+                yield self.where.get(int(tid), "host"), command, seconds, seconds if dso == "[kernel.kallsyms]" else 0.0
 
 
 def print_profile(profile, sender, messages):
     """Each role's commands by CPU-ms a message, with the kernel's part of each."""
     roles = {}
-    for (container, command), (seconds, kernel) in profile.rows().items():
+    for container, command, seconds, kernel in profile.samples():
         if container == sender and command in LOAD_COMMANDS:
             continue
         total, in_kernel = roles.get((role(container), command), (0.0, 0.0))
